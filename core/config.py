@@ -1,0 +1,71 @@
+"""The typed run config, loaded from `<run>/run.toml`. Every field is documented in its owner module."""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from core.configlib import from_dict, opt, to_toml
+from core.errors import ConfigError
+from core.llm.config import LLMConfig
+from core.recipes.math.config import MathConfig
+from core.recipes.tiny.config import TinyConfig
+from core.search_config import SearchConfig
+
+CONFIG_FILE = "run.toml"
+
+
+@dataclass
+class BudgetConfig:
+    candidates: int = opt(8, "Stop after this many new candidates have been evaluated (0 = no limit).")
+    wall_hours: float = opt(0.0, "Stop after this many hours of wall time (0 = no limit).")
+    llm_tokens: int = opt(0, "Stop after this many LLM tokens, prompt plus completion (0 = no limit).")
+
+
+@dataclass
+class LimitsConfig:
+    timeout_s: float = opt(1800.0, "Wall-clock limit of one training+evaluation job; then it is killed (timed_out).")
+    memory_mb: int = opt(8192, "Address-space limit of a job (RLIMIT_AS) in MiB; a runaway allocation fails inside the job.")
+    cpu_s: int = opt(7200, "CPU-time limit of a job (RLIMIT_CPU) in seconds.")
+    file_mb: int = opt(512, "Largest file a job may write (RLIMIT_FSIZE) in MiB.")
+    nproc: int = opt(512, "Process/thread limit of the job's user (RLIMIT_NPROC); stops fork bombs.")
+
+
+@dataclass
+class EarlyKillConfig:
+    max_kl: float = opt(5.0, "Kill as diverged when KL to the reference exceeds this.")
+    min_entropy: float = opt(1e-4, "Kill as diverged when mean token entropy falls below this (collapse).")
+    zero_reward_steps: int = opt(20, "Kill as diverged after this many consecutive steps with mean reward 0.")
+
+
+@dataclass
+class RunConfig:
+    name: str = opt("poise-run", "A label for this run, shown in the TUI and reports.")
+    recipe: Literal["tiny", "math"] = opt("tiny", "tiny runs on CPU in minutes; math is the paper's GPU protocol.")
+    seeds: list[int] = opt([0, 1, 2], "Seeds every candidate is trained with; paired with the parent's and the baseline's.")
+    directive: str = opt("", "Optional natural-language goal that steers proposals (e.g. shorter responses at equal accuracy).")
+    budget: BudgetConfig = opt(BudgetConfig(), "When the engine stops by itself.")
+    limits: LimitsConfig = opt(LimitsConfig(), "Resource limits of every sandboxed job.")
+    early_kill: EarlyKillConfig = opt(EarlyKillConfig(), "Thresholds that end a training job early as diverged.")
+    search: SearchConfig = opt(SearchConfig(), "The discovery loop: selection, proposal, verification.")
+    llm: LLMConfig = opt(LLMConfig(), "The local language model that proposes and reflects.")
+    tiny: TinyConfig = opt(TinyConfig(), "Recipe tiny (CPU).")
+    math: MathConfig = opt(MathConfig(), "Recipe math (GPU, the paper's protocol).")
+
+
+def load_config(path: Path) -> RunConfig:
+    """Read run.toml; every problem names the file and the key."""
+    try:
+        data = tomllib.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such file; create a run with `poise init <dir>`") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    return from_dict(RunConfig, data, str(path))
+
+
+def save_config(cfg: RunConfig, path: Path) -> None:
+    header = "# poise run config. Every key is documented above it. Changing it mid-run breaks comparability.\n\n"
+    Path(path).write_text(header + to_toml(cfg))

@@ -1,0 +1,111 @@
+"""The file contract between the engine, a job process and the TUI.
+
+A job is one (candidate, seed) training + evaluation. `core.jobs` starts
+`python -m core.recipes.job <job_dir>/spec.json` inside the sandbox; the recipe
+appends one JSON object per optimizer step to `metrics.jsonl` (keys below) and
+finally writes `result.json`. Everyone else (engine, TUI, reports) only reads
+these files, so the layout here is the whole interface.
+
+    <run>/jobs/<cand_id>/<seed>/spec.json      JobSpec
+    <run>/jobs/<cand_id>/<seed>/metrics.jsonl  one line per step (METRIC_KEYS)
+    <run>/jobs/<cand_id>/<seed>/result.json    JobResult
+    <run>/jobs/<cand_id>/<seed>/stdout.log, stderr.log
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+# Per-step metric keys every recipe writes (missing ones are simply absent from a line).
+METRIC_KEYS = (
+    "step",            # int, 1-based optimizer step
+    "reward_mean",     # mean reward of the step's rollouts
+    "reward_std",
+    "accuracy",        # fraction of correct answers
+    "valid_rate",      # fraction of format-valid answers
+    "truncation_rate", # fraction of responses that hit the length limit
+    "entropy",         # mean token entropy of the policy on its samples
+    "kl",              # mean KL to the reference (k3), 0 when there is none
+    "response_length", # mean response length in tokens
+    "clip_frac",       # fraction of tokens whose ratio was clipped
+    "grad_norm",       # gradient norm before clipping
+    "zero_var_frac",   # fraction of groups whose rewards are all equal
+    "loss",
+    "step_time_s",
+)
+
+Outcome = Literal["evaluated", "diverged", "crashed", "timed_out", "cancelled"]
+
+
+@dataclass
+class JobSpec:
+    recipe: Literal["tiny", "math"]
+    algorithm_path: str            # the candidate's algorithm.py
+    job_dir: str                   # where metrics.jsonl and result.json go
+    seed: int
+    recipe_config: dict[str, Any]  # the recipe's config section, as a dict
+    mode: Literal["full", "smoke"] = "full"  # smoke: a few steps, no final eval (verification)
+    cache_dir: str = ""            # warm-start models, cached by config hash
+    early_kill: dict[str, Any] = field(default_factory=dict)
+
+    def save(self) -> Path:
+        path = Path(self.job_dir) / "spec.json"
+        write_json_atomic(path, asdict(self))
+        return path
+
+    @classmethod
+    def load(cls, path: Path) -> "JobSpec":
+        return cls(**json.loads(Path(path).read_text()))
+
+
+@dataclass
+class JobResult:
+    outcome: Outcome
+    reason: str = ""                                           # diverged/crashed: why, short
+    # eval[part][split] = score in [0, 1]; part is "selection" or "heldout"
+    eval: dict[str, dict[str, float]] = field(default_factory=dict)
+    overall: dict[str, float] = field(default_factory=dict)   # part -> weighted Overall
+    wall_s: float = 0.0
+    steps_done: int = 0
+    extra: dict[str, Any] = field(default_factory=dict)       # recipe-specific (timings, warm-start scores)
+
+    def save(self, job_dir: str | Path) -> None:
+        write_json_atomic(Path(job_dir) / "result.json", asdict(self))
+
+    @classmethod
+    def load(cls, job_dir: str | Path) -> "JobResult":
+        data = json.loads((Path(job_dir) / "result.json").read_text())
+        known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
+        return cls(**known)
+
+
+def write_json_atomic(path: Path, data: Any) -> None:
+    """Write JSON so a reader (or a crash) never sees a half-written file: temp file, fsync, rename."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "w") as fh:
+        json.dump(data, fh, indent=1)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+def read_metrics(path: Path) -> list[dict[str, Any]]:
+    """All complete lines of a metrics.jsonl; a torn last line (job still writing, or killed) is skipped."""
+    rows: list[dict[str, Any]] = []
+    try:
+        with open(path) as fh:
+            for line in fh:
+                if not line.endswith("\n"):
+                    break
+                try:
+                    rows.append(json.loads(line))
+                except json.JSONDecodeError:
+                    continue
+    except FileNotFoundError:
+        pass
+    return rows

@@ -1,0 +1,1 @@
+"""poise-tui: the Textual application over a POISE run."""
