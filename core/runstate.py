@@ -1,0 +1,94 @@
+"""What the engine publishes about itself: `engine.json` (state) and `engine.lock` (pid + heartbeat).
+
+The engine writes both atomically; TUIs and the CLI only read them. A lock whose
+pid is dead or whose heartbeat is older than STALE_AFTER_S is stale: it is
+reported, and a new engine may take over only after checking exactly this.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from core.jobspec import write_json_atomic
+
+STALE_AFTER_S = 30.0
+EngineStateName = Literal["starting", "running", "paused", "stopping", "stopped", "finished", "dead"]
+
+
+@dataclass
+class EngineState:
+    state: EngineStateName = "stopped"
+    stage: str = "idle"                 # select | propose | screen | implement | verify | train | reflect | idle
+    candidate: str = ""                 # id the stage works on
+    progress: float = 0.0               # 0..1 within the stage (training: step / steps)
+    message: str = ""                   # one human line: "training c004 seed 1, step 12/60"
+    candidates_done: int = 0
+    candidates_budget: int = 0          # 0 = no limit
+    llm_tokens: int = 0
+    llm_tokens_per_s: float = 0.0
+    wall_s: float = 0.0
+    queue: list[str] = field(default_factory=list)
+    pid: int = 0
+    updated_at: float = 0.0
+
+
+def state_path(run_dir: Path) -> Path:
+    return Path(run_dir) / "engine.json"
+
+
+def lock_path(run_dir: Path) -> Path:
+    return Path(run_dir) / "engine.lock"
+
+
+def write_state(run_dir: Path, st: EngineState) -> None:
+    st.updated_at = time.time()
+    write_json_atomic(state_path(run_dir), asdict(st))
+
+
+def read_state(run_dir: Path) -> EngineState:
+    """The engine's last published state; `dead` when it claims to run but its lock is stale."""
+    try:
+        data: dict[str, Any] = json.loads(state_path(run_dir).read_text())
+    except (OSError, json.JSONDecodeError):
+        return EngineState()
+    st = EngineState(**{k: v for k, v in data.items() if k in EngineState.__dataclass_fields__})
+    if st.state in ("starting", "running", "paused", "stopping") and not engine_alive(run_dir):
+        st.state = "dead"
+    return st
+
+
+def read_lock(run_dir: Path) -> dict[str, Any] | None:
+    try:
+        return json.loads(lock_path(run_dir).read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+
+
+def pid_alive(pid: int) -> bool:
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # A zombie still answers kill(0); treat it as dead.
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().split(") ")[-1][:1] != "Z"
+    except OSError:
+        return True
+
+
+def engine_alive(run_dir: Path) -> bool:
+    lock = read_lock(run_dir)
+    if not lock:
+        return False
+    fresh = time.time() - float(lock.get("heartbeat", 0)) < STALE_AFTER_S
+    return fresh and pid_alive(int(lock.get("pid", 0)))
