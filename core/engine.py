@@ -1,0 +1,314 @@
+"""The engine: the single writer of a run. It drives every candidate through its lifecycle,
+applies inbox commands, enforces budgets and resumes after a crash.
+
+Crash safety comes from the shape of the loop, not from cleanup code: every step reads the
+archive to decide what to do next, each stage is idempotent given the recorded status, and
+the archive is written (atomically) after each transition. After kill -9 at any moment,
+`poise run` picks the first unfinished candidate and redoes only its interrupted stage.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from core.config import RunConfig, load_config
+from core.errors import PoiseError
+from core.inbox import mark_done, pending_commands
+from core.lock import EngineLock
+from core.rundir import RunPaths, require_run
+from core.runstate import EngineState, write_state
+from core.workqueue import WorkQueue
+
+log = logging.getLogger("poise.engine")
+# Statuses from which the engine still has work to do on a candidate, in pipeline order.
+UNFINISHED = ("proposed", "implemented", "verified", "training", "evaluated")
+DONE = ("reflected", "rejected", "diverged", "crashed", "timed_out", "cancelled", "vetoed")
+
+
+class Engine:
+    def __init__(self, run_dir: Path) -> None:
+        from core.archive import Archive
+        from core.workspace import Workspace
+
+        self.paths: RunPaths = require_run(run_dir)
+        self.cfg: RunConfig = load_config(self.paths.config)
+        self.archive = Archive.open(self.paths.root)
+        self.ws = Workspace.open(self.paths.root)
+        self.queue = WorkQueue(self.paths.root)
+        self.state = EngineState(pid=os.getpid(), candidates_budget=self.cfg.budget.candidates)
+        self.started = time.time()
+        self._discovery = None
+        self._stop_requested = False
+
+    # ---- the lazily created LLM side (proposal, screening, repair, reflection) ----
+    @property
+    def discovery(self):
+        if self._discovery is None:
+            from core.discovery import Discovery
+
+            self._discovery = Discovery(self.archive, self.ws, self.cfg, self.paths)
+        return self._discovery
+
+    # ---- published state ----
+    def publish(self, stage: str | None = None, candidate: str | None = None, progress: float | None = None,
+                message: str | None = None) -> None:
+        st = self.state
+        if stage is not None:
+            st.stage = stage
+        if candidate is not None:
+            st.candidate = candidate
+        if progress is not None:
+            st.progress = progress
+        if message is not None:
+            st.message = message
+        st.wall_s = time.time() - self.started
+        st.candidates_done = self.new_candidates_done()
+        st.llm_tokens = self.llm_tokens_used()
+        st.queue = self.queue.describe()
+        write_state(self.paths.root, st)
+
+    def new_candidates_done(self) -> int:
+        """Candidates (not the seed) whose training reached an outcome: what the budget counts."""
+        trained = {"evaluated", "reflected", "diverged", "crashed", "timed_out"}
+        return sum(1 for c in self.archive.all() if c.id != "seed" and c.status in trained)
+
+    def llm_tokens_used(self) -> int:
+        return sum(int((c.costs or {}).get("llm_tokens", 0)) for c in self.archive.all())
+
+    def budget_left(self, budget: int | None) -> bool:
+        b = self.cfg.budget
+        limit = b.candidates if budget is None else budget
+        if limit and self.new_candidates_done() >= limit:
+            return False
+        if b.wall_hours and time.time() - self.started > b.wall_hours * 3600:
+            return False
+        return not (b.llm_tokens and self.llm_tokens_used() >= b.llm_tokens)
+
+    # ---- inbox ----
+    def apply_inbox(self) -> None:
+        for cmd in pending_commands(self.paths.root):
+            try:
+                outcome = self.apply_command(cmd)
+                mark_done(self.paths.root, cmd, outcome, ok=True)
+            except PoiseError as exc:
+                mark_done(self.paths.root, cmd, str(exc), ok=False)
+
+    def apply_command(self, cmd: dict) -> str:
+        name, args = cmd.get("name"), cmd.get("args", {})
+        if name == "pause":
+            self.state.state = "paused"
+            return "paused: the current stage finishes, then nothing new starts"
+        if name == "resume":
+            self.state.state = "running"
+            return "resumed"
+        if name == "stop":
+            self._stop_requested = True
+            return "stopping after the current stage"
+        if name == "set_directive":
+            self.cfg.directive = str(args.get("directive", ""))
+            return f"directive set to {self.cfg.directive!r}"
+        if name == "veto":
+            return self.veto(str(args.get("id", "")))
+        if name in ("rerun", "fork"):
+            cid = str(args.get("id", ""))
+            self.archive.get(cid)  # unknown id -> error outcome
+            self.queue.push(name, cmd["id"], **args)
+            return f"{name} of {cid} queued"
+        raise PoiseError(f"unknown command {name!r}")
+
+    def veto(self, cid: str) -> str:
+        c = self.archive.get(cid)
+        if c.status not in ("proposed", "implemented", "verified"):
+            raise PoiseError(f"cannot veto {cid}: it is {c.status}; only proposed, implemented or verified candidates can be vetoed")
+        self.archive.set_status(cid, "vetoed", "vetoed by the user")
+        return f"{cid} vetoed"
+
+    # ---- the loop ----
+    def run(self, budget: int | None = None) -> int:
+        lock = EngineLock(self.paths.root).acquire()
+        if lock.stale_note:
+            log.warning(lock.stale_note)
+        self.state.state = "running"
+        self.publish(stage="idle", message=lock.stale_note or "started")
+        signal.signal(signal.SIGTERM, lambda *_: setattr(self, "_stop_requested", True))
+        try:
+            self.recover()
+            while True:
+                self.apply_inbox()
+                if self._stop_requested:
+                    self.state.state = "stopped"
+                    break
+                if self.state.state == "paused":
+                    self.publish(stage="idle", message="paused")
+                    time.sleep(0.5)
+                    continue
+                if not self.step(budget):
+                    self.state.state = "finished"
+                    break
+        finally:
+            self.publish(stage="idle", progress=0.0, message=f"engine {self.state.state}")
+            lock.release()
+        return 0
+
+    def step(self, budget: int | None) -> bool:
+        """Do one unit of work; False when there is nothing left to do within the budget."""
+        cand = self.next_unfinished()
+        if cand is not None:
+            self.advance(cand)
+            return True
+        item = self.queue.peek()
+        if item is not None:
+            self.do_queued(item)
+            return True
+        if not self.budget_left(budget):
+            return False
+        self.new_round()
+        return True
+
+    def next_unfinished(self):
+        cands = [c for c in self.archive.all() if c.status in UNFINISHED]
+        # The seed first (everything is compared with it), then oldest first.
+        cands.sort(key=lambda c: (c.id != "seed", c.created_at))
+        return cands[0] if cands else None
+
+    def advance(self, cand) -> None:
+        from core.evaluate import evaluate
+        from core.verify import verify
+
+        cid = cand.id
+        if cand.status == "proposed":
+            self.publish("implement", cid, 0.0, f"implementing {cid}")
+            self.discovery.implement(cid)
+        elif cand.status == "implemented":
+            self.publish("verify", cid, 0.0, f"verifying {cid}")
+            repair = self.discovery.repair_fn(cid) if cand.origin == "llm" else None
+            verify(self.archive, self.ws, self.paths, self.cfg, cid, repair, self.cfg.search.repair_attempts)
+        elif cand.status in ("verified", "training"):
+            self.publish("train", cid, 0.0, f"training {cid}")
+            evaluate(self.archive, self.ws, self.paths, self.cfg, cid,
+                     on_progress=lambda m, f: self.publish(message=m, progress=f),
+                     should_cancel=self.cancel_requested)
+        elif cand.status == "evaluated":
+            self.publish("reflect", cid, 0.0, f"reflecting on {cid}")
+            self.discovery.reflect(cid)
+
+    def cancel_requested(self) -> bool:
+        """Checked while a job runs: a stop command cancels the job (it is rerun on resume)."""
+        for cmd in pending_commands(self.paths.root):
+            if cmd.get("name") == "stop":
+                return True
+        return False
+
+    def do_queued(self, item: dict) -> None:
+        from core.evaluate import evaluate
+
+        cid = item.get("id", "")
+        if item["kind"] == "rerun":
+            seeds = item.get("seeds") or self.fresh_seeds(cid)
+            self.publish("train", cid, 0.0, f"rerunning {cid} on seeds {seeds}")
+            c = self.archive.get(cid)
+            if c.status in ("reflected", "evaluated", "diverged", "crashed", "timed_out", "cancelled"):
+                evaluate(self.archive, self.ws, self.paths, self.cfg, cid, seeds,
+                         on_progress=lambda m, f: self.publish(message=m, progress=f))
+                if c.status == "reflected" and self.archive.get(cid).status == "evaluated":
+                    self.archive.set_status(cid, "reflected", f"re-evaluated on seeds {seeds}")
+        elif item["kind"] == "fork":
+            self.publish("propose", cid, 0.0, f"forking from {cid}")
+            self.discovery.propose_children([cid], directive=item.get("directive") or self.cfg.directive)
+        self.queue.pop(item)
+
+    def fresh_seeds(self, cid: str) -> list[int]:
+        used = set(self.archive.get(cid).seeds) | set(self.cfg.seeds)
+        start = max(used) + 1 if used else 0
+        return list(range(start, start + len(self.cfg.seeds)))
+
+    def new_round(self) -> None:
+        self.publish("select", "", 0.0, "selecting parents")
+        parents = self.discovery.select_parents()
+        self.publish("propose", ",".join(parents), 0.0, f"proposing children of {', '.join(parents)}")
+        self.discovery.propose_children(parents, directive=self.cfg.directive)
+
+    # ---- crash recovery ----
+    def recover(self) -> None:
+        """Make the repo and the archive agree after a crash: a candidate branch the archive does not
+        know (killed between git commit and archive write) is removed; a candidate whose recorded
+        commit is missing from git goes back to `proposed` so it is implemented again."""
+        branches = self.ws.candidate_branches()
+        known = {c.id: c for c in self.archive.all()}
+        for cid in set(branches) - set(known):
+            log.warning("removing branch cand/%s: not in the archive (interrupted implementation)", cid)
+            self.ws.delete_candidate(cid)
+        for cid, c in known.items():
+            if c.status == "proposed" and cid in branches:
+                self.ws.delete_candidate(cid)  # the implementation is redone from the recorded proposal
+            elif c.status not in ("proposed", "rejected", "vetoed") and cid not in branches:
+                log.warning("%s has no branch; re-implementing from its proposal", cid)
+                self.archive.update(cid, commit="")
+                self.archive.set_status(cid, "proposed", "recovered: branch missing after a crash")
+
+    # ---- used by the CLI outside the loop ----
+    def verify_candidate(self, cid: str, repair: bool = False):
+        from core.verify import verify
+
+        return verify(self.archive, self.ws, self.paths, self.cfg, cid, None, 0)
+
+    def evaluate_candidate(self, cid: str, seeds: list[int] | None = None, echo: bool = False):
+        from core.evaluate import evaluate
+
+        c = self.archive.get(cid)
+        if c.status in ("implemented", "proposed"):
+            v = self.verify_candidate(cid)
+            if not v.ok:
+                raise PoiseError(f"{cid} failed verification ({v.stage}): {v.reason}")
+
+        def show(msg: str, frac: float) -> None:
+            if echo:
+                print(f"\r{msg:<70} {frac * 100:5.1f}%", end="", file=sys.stderr, flush=True)
+
+        out = evaluate(self.archive, self.ws, self.paths, self.cfg, cid, seeds, on_progress=show)
+        if echo:
+            print(file=sys.stderr)
+        return out
+
+
+def add_human_candidate(run_dir: Path, source: str, parent_id: str, title: str) -> str:
+    """A researcher's hand-written algorithm.py becomes a node with its own branch, like any other."""
+    from core.archive import Archive, Candidate
+    from core.workspace import Workspace
+
+    paths = require_run(run_dir)
+    archive = Archive.open(paths.root)
+    archive.get(parent_id)
+    ws = Workspace.open(paths.root)
+    cid = archive.next_id()
+    archive.add(Candidate(id=cid, title=title, parent_ids=[parent_id], origin="human", status="proposed",
+                          proposal={"title": title, "change_mode": "rewrite", "mechanism": "hand-written by a researcher"},
+                          seeds=list(load_config(paths.config).seeds), created_at=time.time()))
+    commit = ws.create_candidate(cid, parent_id, source, f"{title} [{cid}]")
+    archive.update(cid, branch=f"cand/{cid}", commit=commit)
+    archive.set_status(cid, "implemented", "added by hand")
+    return cid
+
+
+def run_engine(run_dir: Path, budget: int | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    return Engine(run_dir).run(budget)
+
+
+def spawn_detached(run_dir: Path, budget: int | None = None) -> int:
+    """Start `poise run` in its own session, output to <run>/engine.log: it survives the terminal."""
+    paths = require_run(run_dir)
+    cmd = [sys.executable, "-m", "core.cli", "run", str(paths.root)]
+    if budget is not None:
+        cmd += ["--budget", str(budget)]
+    with open(paths.engine_log, "ab") as log_fh:
+        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log_fh, stderr=log_fh,
+                                start_new_session=True, cwd=str(paths.root),
+                                env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)})
+    return proc.pid

@@ -1,0 +1,111 @@
+"""The evaluation operator O(z): train + evaluate one candidate on every seed, record it in the archive.
+
+Each (candidate, seed) is one sandboxed job (core.jobs). Seeds that already have a result
+are skipped, so an evaluation interrupted by a crash resumes where it stopped; the job
+directory of an unfinished seed is wiped and the seed is run again from scratch.
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Callable
+
+from core.config import RunConfig
+from core.jobspec import JobResult, JobSpec
+from core.rundir import RunPaths, default_cache_dir
+
+# Worst outcome first: a candidate's status is the worst outcome over its seeds.
+OUTCOME_ORDER = ("crashed", "diverged", "timed_out", "cancelled", "evaluated")
+Progress = Callable[[str, float], None]
+
+
+def project_root() -> Path:
+    return Path(__file__).resolve().parent.parent
+
+
+def job_spec(paths: RunPaths, cfg: RunConfig, cand_id: str, algorithm_path: Path, seed: int | str,
+             mode: str = "full", job_dir: Path | None = None) -> JobSpec:
+    recipe_cfg = asdict(cfg.tiny if cfg.recipe == "tiny" else cfg.math)
+    return JobSpec(
+        recipe=cfg.recipe,
+        algorithm_path=str(algorithm_path),
+        job_dir=str(job_dir or paths.job_dir(cand_id, seed)),
+        seed=int(seed) if str(seed).isdigit() else 0,
+        recipe_config=recipe_cfg,
+        mode=mode,  # type: ignore[arg-type]
+        cache_dir=str(default_cache_dir()),
+        early_kill=asdict(cfg.early_kill),
+    )
+
+
+def run_job(spec: JobSpec, cfg: RunConfig, on_progress: Progress | None = None,
+            should_cancel: Callable[[], bool] | None = None) -> JobResult:
+    """Run one sandboxed job to its outcome, reporting progress as (message, fraction)."""
+    from core.jobs import start_job
+
+    job_dir = Path(spec.job_dir)
+    if job_dir.exists():
+        shutil.rmtree(job_dir)  # an unfinished earlier attempt: start clean, never mix two runs
+    job_dir.mkdir(parents=True)
+    handle = start_job(spec, cfg.limits, cfg.early_kill, project_root())
+    total = max(int(spec.recipe_config.get("steps", 1)), 1) if spec.mode == "full" else 3
+    while True:
+        result = handle.wait(timeout=1.0)
+        if result is not None:
+            return result
+        rows = handle.poll()
+        if rows and on_progress:
+            step = int(rows[-1].get("step", 0))
+            on_progress(f"step {step}/{total}", min(step / total, 1.0))
+        if should_cancel and should_cancel():
+            handle.cancel()
+
+
+def evaluate(archive, ws, paths: RunPaths, cfg: RunConfig, cand_id: str, seeds: list[int] | None = None,
+             on_progress: Progress | None = None, should_cancel: Callable[[], bool] | None = None):
+    """Train and evaluate `cand_id` on `seeds` (default: its recorded seeds or the run's); returns the Candidate."""
+    cand = archive.get(cand_id)
+    seeds = list(seeds or cand.seeds or cfg.seeds)
+    if cand.status != "training":
+        archive.set_status(cand_id, "training")
+    archive.update(cand_id, seeds=sorted(set(cand.seeds) | set(seeds)))
+    ws.verify_frozen(cand_id)
+    worktree = ws.worktree(cand_id)
+    t0 = time.time()
+    for i, seed in enumerate(seeds):
+        if str(seed) in (archive.get(cand_id).results or {}):
+            continue  # done before a crash or an earlier run
+        spec = job_spec(paths, cfg, cand_id, worktree / "algorithm.py", seed)
+
+        def report(msg: str, frac: float, i: int = i, seed: int = seed) -> None:
+            if on_progress:
+                on_progress(f"training {cand_id} seed {seed}: {msg}", (i + frac) / len(seeds))
+
+        result = run_job(spec, cfg, report, should_cancel)
+        archive.record_result(cand_id, seed, result)
+        if result.outcome == "cancelled":
+            break
+    _add_cost(archive, cand_id, "train", time.time() - t0)
+    outcomes = [r.get("outcome", "crashed") for r in archive.get(cand_id).results.values()]
+    final = min(outcomes, key=OUTCOME_ORDER.index) if outcomes else "crashed"
+    reason = _first_reason(archive.get(cand_id).results, final)
+    archive.set_status(cand_id, final, reason)
+    return archive.get(cand_id)
+
+
+def _first_reason(results: dict, outcome: str) -> str:
+    for seed, r in sorted(results.items()):
+        if r.get("outcome") == outcome and r.get("reason"):
+            return f"seed {seed}: {r['reason']}"[:500]
+    return ""
+
+
+def _add_cost(archive, cand_id: str, stage: str, seconds: float) -> None:
+    costs = dict(archive.get(cand_id).costs or {})
+    wall = dict(costs.get("wall_s", {}))
+    wall[stage] = round(wall.get(stage, 0.0) + seconds, 3)
+    costs["wall_s"] = wall
+    archive.update(cand_id, costs=costs)

@@ -1,0 +1,81 @@
+"""The engine lock: one live engine per run, detected by pid + heartbeat, never silently stolen.
+
+Taking the lock uses O_CREAT|O_EXCL on a side file so two engines starting at the same
+moment cannot both win. A stale lock (dead pid, or heartbeat older than STALE_AFTER_S)
+is reported in the returned message and then replaced; a live one raises.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from pathlib import Path
+
+from core.errors import EngineLockedError
+from core.jobspec import write_json_atomic
+from core.runstate import STALE_AFTER_S, lock_path, pid_alive, read_lock
+
+HEARTBEAT_S = 5.0
+
+
+class EngineLock:
+    def __init__(self, run_dir: Path) -> None:
+        self.run_dir = Path(run_dir)
+        self.path = lock_path(self.run_dir)
+        self.stale_note = ""
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def acquire(self) -> "EngineLock":
+        guard = self.path.with_suffix(".acquire")
+        try:
+            fd = os.open(guard, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        except FileExistsError:
+            if time.time() - guard.stat().st_mtime < 10:
+                raise EngineLockedError(f"another engine is starting on {self.run_dir}; try again in a few seconds") from None
+            guard.unlink(missing_ok=True)  # left by a process killed mid-acquire
+            return self.acquire()
+        try:
+            self._check_existing()
+            self._beat()
+        finally:
+            os.close(fd)
+            guard.unlink(missing_ok=True)
+        self._thread = threading.Thread(target=self._heartbeat_loop, name="engine-heartbeat", daemon=True)
+        self._thread.start()
+        return self
+
+    def _check_existing(self) -> None:
+        lock = read_lock(self.run_dir)
+        if not lock:
+            return
+        pid, beat = int(lock.get("pid", 0)), float(lock.get("heartbeat", 0))
+        age = time.time() - beat
+        if pid == os.getpid():
+            return
+        if pid_alive(pid) and age < STALE_AFTER_S:
+            raise EngineLockedError(
+                f"an engine (pid {pid}) is running on {self.run_dir} (heartbeat {age:.0f}s ago); "
+                "attach with poise-tui or stop it with `poise send <dir> stop`"
+            )
+        why = "its process is gone" if not pid_alive(pid) else f"its heartbeat is {age:.0f}s old"
+        self.stale_note = f"took over a stale lock of engine pid {pid} ({why})"
+
+    def _beat(self) -> None:
+        write_json_atomic(self.path, {"pid": os.getpid(), "heartbeat": time.time(), "host": os.uname().nodename})
+
+    def _heartbeat_loop(self) -> None:
+        while not self._stop.wait(HEARTBEAT_S):
+            try:
+                self._beat()
+            except OSError:
+                pass  # disk full or run dir removed: the engine notices on its next write
+
+    def release(self) -> None:
+        self._stop.set()
+        if self._thread:
+            self._thread.join(timeout=2)
+        lock = read_lock(self.run_dir)
+        if lock and int(lock.get("pid", 0)) == os.getpid():
+            self.path.unlink(missing_ok=True)
