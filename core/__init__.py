@@ -1,3 +1,3 @@
-"""poise core: the discovery engine. Never imports textual, poise_tui, or torch at import time."""
+"""poise core: the discovery engine. It never imports the UI, nor torch at import time."""
 
 __version__ = "0.1.0"

@@ -1,0 +1,74 @@
+"""Engine lock: a live lock is never stolen, a stale one is detected and reported. Inbox round trip."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+
+import pytest
+
+from core.errors import EngineLockedError, PoiseError
+from core.inbox import command_outcomes, mark_done, pending_commands, send_command
+from core.lock import EngineLock
+from core.runstate import EngineState, engine_alive, lock_path, read_state, write_state
+
+
+def test_live_lock_is_not_stolen(tmp_path):
+    holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        lock_path(tmp_path).write_text(json.dumps({"pid": holder.pid, "heartbeat": time.time()}))
+        with pytest.raises(EngineLockedError, match=f"pid {holder.pid}"):
+            EngineLock(tmp_path).acquire()
+        assert json.loads(lock_path(tmp_path).read_text())["pid"] == holder.pid
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+def test_dead_pid_lock_is_taken_over_and_reported(tmp_path):
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    lock_path(tmp_path).write_text(json.dumps({"pid": dead.pid, "heartbeat": time.time()}))
+    lock = EngineLock(tmp_path).acquire()
+    try:
+        assert "stale lock" in lock.stale_note and "process is gone" in lock.stale_note
+        assert engine_alive(tmp_path)
+    finally:
+        lock.release()
+    assert not lock_path(tmp_path).exists()
+
+
+def test_old_heartbeat_is_stale(tmp_path):
+    holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        lock_path(tmp_path).write_text(json.dumps({"pid": holder.pid, "heartbeat": time.time() - 3600}))
+        assert not engine_alive(tmp_path)
+        lock = EngineLock(tmp_path).acquire()
+        assert "heartbeat" in lock.stale_note
+        lock.release()
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+def test_state_of_a_dead_engine_reads_dead(tmp_path):
+    write_state(tmp_path, EngineState(state="running", pid=999999))
+    assert read_state(tmp_path).state == "dead"
+
+
+def test_inbox_round_trip_in_order(tmp_path):
+    a = send_command(tmp_path, "pause")
+    b = send_command(tmp_path, "fork", id="c001", directive="shorter")
+    cmds = pending_commands(tmp_path)
+    assert [c["id"] for c in cmds] == [a, b]
+    assert cmds[1]["args"] == {"id": "c001", "directive": "shorter"}
+    mark_done(tmp_path, cmds[0], "paused", ok=True)
+    assert [c["id"] for c in pending_commands(tmp_path)] == [b]
+    assert command_outcomes(tmp_path)[-1]["outcome"] == "paused"
+
+
+def test_unknown_command_is_refused_at_the_sender(tmp_path):
+    with pytest.raises(PoiseError, match="valid: pause"):
+        send_command(tmp_path, "explode")
