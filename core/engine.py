@@ -247,10 +247,10 @@ class Engine:
         for cid, c in known.items():
             if c.status == "proposed" and cid in branches:
                 self.ws.delete_candidate(cid)  # the implementation is redone from the recorded proposal
-            elif c.status not in ("proposed", "rejected", "vetoed") and cid not in branches:
-                log.warning("%s has no branch; re-implementing from its proposal", cid)
-                self.archive.update(cid, commit="")
-                self.archive.set_status(cid, "proposed", "recovered: branch missing after a crash")
+            elif c.status == "implemented" and cid not in branches:
+                # Cannot happen through the engine (the archive is written after the commit); a branch
+                # deleted by hand is reported, not silently rebuilt.
+                self.archive.set_status(cid, "rejected", "branch cand/%s missing from the repo" % cid)
 
     # ---- used by the CLI outside the loop ----
     def verify_candidate(self, cid: str, repair: bool = False):

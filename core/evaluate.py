@@ -85,10 +85,12 @@ def evaluate(archive, ws, paths: RunPaths, cfg: RunConfig, cand_id: str, seeds: 
                 on_progress(f"training {cand_id} seed {seed}: {msg}", (i + frac) / len(seeds))
 
         result = run_job(spec, cfg, report, should_cancel)
-        archive.record_result(cand_id, seed, result)
         if result.outcome == "cancelled":
-            break
-    _add_cost(archive, cand_id, "train", time.time() - t0)
+            # Stopped by the user: the candidate stays `training` and this seed reruns on resume.
+            archive.add_cost(cand_id, "train", wall_s=time.time() - t0)
+            return archive.get(cand_id)
+        archive.record_result(cand_id, seed, result)
+    archive.add_cost(cand_id, "train", wall_s=time.time() - t0)
     outcomes = [r.get("outcome", "crashed") for r in archive.get(cand_id).results.values()]
     final = min(outcomes, key=OUTCOME_ORDER.index) if outcomes else "crashed"
     reason = _first_reason(archive.get(cand_id).results, final)
@@ -101,11 +103,3 @@ def _first_reason(results: dict, outcome: str) -> str:
         if r.get("outcome") == outcome and r.get("reason"):
             return f"seed {seed}: {r['reason']}"[:500]
     return ""
-
-
-def _add_cost(archive, cand_id: str, stage: str, seconds: float) -> None:
-    costs = dict(archive.get(cand_id).costs or {})
-    wall = dict(costs.get("wall_s", {}))
-    wall[stage] = round(wall.get(stage, 0.0) + seconds, 3)
-    costs["wall_s"] = wall
-    archive.update(cand_id, costs=costs)

@@ -83,8 +83,8 @@ def verify(archive, ws, paths: RunPaths, cfg: RunConfig, cand_id: str, repair: R
         ws.commit_attempt(cand_id, fixed, f"repair attempt {attempt + 1} of {cand_id}: {verdict.stage} failure")
     verdict.attempts = attempts
     record = {**asdict(verdict), "seconds": round(time.time() - t0, 2)}
-    costs = dict(archive.get(cand_id).costs or {})
-    costs["wall_s"] = {**costs.get("wall_s", {}), "verify": record["seconds"]}
-    archive.update(cand_id, verification=record, commit=ws.head(cand_id), costs=costs)
-    archive.set_status(cand_id, "verified" if verdict.ok else "rejected", verdict.reason[:500])
+    archive.update(cand_id, verification=record, commit=ws.head(cand_id))
+    archive.add_cost(cand_id, "verify", wall_s=record["seconds"])
+    if archive.get(cand_id).status == "implemented":  # re-verifying a trained node records, never demotes
+        archive.set_status(cand_id, "verified" if verdict.ok else "rejected", verdict.reason[:500])
     return verdict
