@@ -28,6 +28,7 @@ from core.workqueue import WorkQueue
 log = logging.getLogger("poise.engine")
 # Statuses from which the engine still has work to do on a candidate, in pipeline order.
 UNFINISHED = ("proposed", "implemented", "verified", "training", "evaluated")
+MAX_EMPTY_ROUNDS = 5
 DONE = ("reflected", "rejected", "diverged", "crashed", "timed_out", "cancelled", "vetoed")
 
 
@@ -45,6 +46,7 @@ class Engine:
         self.started = time.time()
         self._discovery = None
         self._stop_requested = False
+        self._empty_rounds = 0
 
     # ---- the lazily created LLM side (proposal, screening, repair, reflection) ----
     @property
@@ -148,11 +150,20 @@ class Engine:
                     self.publish(stage="idle", message="paused")
                     time.sleep(0.5)
                     continue
-                if not self.step(budget):
+                try:
+                    more = self.step(budget)
+                except PoiseError as exc:  # a condition the user must act on: stop cleanly and say why
+                    log.error("engine stopped: %s", exc)
+                    self.state.state = "stopped"
+                    self.publish(message=f"error: {exc}")
+                    break
+                if not more:
                     self.state.state = "finished"
                     break
         finally:
-            self.publish(stage="idle", progress=0.0, message=f"engine {self.state.state}")
+            if not self.state.message.startswith("error"):
+                self.state.message = f"engine {self.state.state}"
+            self.publish(stage="idle", progress=0.0)
             lock.release()
         return 0
 
@@ -232,7 +243,11 @@ class Engine:
         self.publish("select", "", 0.0, "selecting parents")
         parents = self.discovery.select_parents()
         self.publish("propose", ",".join(parents), 0.0, f"proposing children of {', '.join(parents)}")
-        self.discovery.propose_children(parents, directive=self.cfg.directive)
+        created = self.discovery.propose_children(parents, directive=self.cfg.directive)
+        self._empty_rounds = 0 if created else self._empty_rounds + 1
+        if self._empty_rounds >= MAX_EMPTY_ROUNDS:
+            raise PoiseError(f"{MAX_EMPTY_ROUNDS} rounds in a row produced no usable proposal; "
+                             "see the rejected candidates' reasons, or use a stronger model ([llm] model_path)")
 
     # ---- crash recovery ----
     def recover(self) -> None:

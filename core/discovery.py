@@ -1,0 +1,237 @@
+"""The LLM side of the loop, wired to the archive and the workspace: select parents, propose,
+screen, implement, repair, reflect. The operators themselves (core/operators/) know nothing of
+files; this module turns their results into archive records and commits.
+
+Every LLM output that cannot be used becomes a `rejected` candidate with its reason, so the
+archive holds every stage of every attempt and a malformed reply never crashes the engine.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from core.config import RunConfig
+from core.errors import PoiseError
+from core.jobspec import read_metrics
+from core.rundir import RunPaths
+
+SCORED = ("evaluated", "reflected")
+
+
+class Discovery:
+    def __init__(self, archive, ws, cfg: RunConfig, paths: RunPaths) -> None:
+        self.archive, self.ws, self.cfg, self.paths = archive, ws, cfg, paths
+        self._llm = None
+        self._library = None
+        self._round = 0
+
+    # ---- shared resources, created on first use (the model loads once per engine) ----
+    @property
+    def llm(self):
+        if self._llm is None:
+            from core.llm import make_llm
+
+            self._llm = make_llm(self.cfg.llm)
+        return self._llm
+
+    @property
+    def library(self):
+        if self._library is None:
+            from core.operators.implement import RegistryLibrary
+
+            self._library = RegistryLibrary()
+        return self._library
+
+    def check(self):
+        from core.operators.implement import default_check
+
+        return default_check()
+
+    # ---- views of archive nodes for prompts ----
+    def rows(self, cid: str) -> list[dict]:
+        """Training curve of the candidate's first seed with a result (what the prompts summarise)."""
+        cand = self.archive.get(cid)
+        for seed in sorted(cand.results or {}, key=lambda s: int(s) if s.isdigit() else 0):
+            rows = read_metrics(self.paths.job_dir(cid, seed) / "metrics.jsonl")
+            if rows:
+                return rows
+        return []
+
+    def node(self, cid: str, with_source: bool = True):
+        from core.operators.context import NodeView
+
+        cand = self.archive.get(cid)
+        source = self.ws.read_algorithm(cid) if with_source and cand.commit else ""
+        return NodeView.from_candidate(cand, source=source, rows=self.rows(cid))
+
+    def scored(self) -> list:
+        return [c for c in self.archive.all() if c.status in SCORED]
+
+    # ---- select ----
+    def select_parents(self) -> list[str]:
+        import numpy as np
+
+        from core.operators.select import NoEligibleParentError, select_parents
+
+        self._round += 1
+        rng = np.random.default_rng(len(self.archive.all()) * 7919 + self._round)
+        try:
+            picks = select_parents(self.scored(), self.cfg.search.selection, rng)
+        except NoEligibleParentError as exc:
+            raise PoiseError(f"no parent can be selected: {exc}") from exc
+        return [p.id for p in picks]
+
+    # ---- propose + screen: each parent yields at most one new `proposed` candidate ----
+    def propose_children(self, parent_ids: list[str], directive: str = "") -> list[str]:
+        created = []
+        for pid in parent_ids:
+            cid = self.propose_one_child(pid, directive)
+            if cid:
+                created.append(cid)
+        return created
+
+    def reference_tiers(self, pid: str) -> tuple[list, list, list]:
+        """Pareto-front nodes, structurally contrasting nodes (other mechanism tags), nodes outside the lineage."""
+        lineage = {pid, *(a.id for a in self.archive.ancestors(pid))}
+        scored = [c for c in self.scored() if c.id != pid]
+        pareto = [c for c in self.archive.pareto_front(self.split_keys(), "selection") if c.id != pid][:3]
+        parent_tags = set(self.archive.get(pid).tags or [])
+        contrasting = [c for c in scored if set(c.tags or []) - parent_tags][:2]
+        outside = [c for c in scored if c.id not in lineage][:2]
+        view = lambda cs: [self.node(c.id, with_source=False) for c in cs]  # noqa: E731
+        return view(pareto), view(contrasting), view(outside)
+
+    def split_keys(self) -> list[str]:
+        for c in self.scored():
+            keys = [k for k in (c.metrics or {}).get("selection", {}) if k != "overall"]
+            if keys:
+                return sorted(keys)
+        return []
+
+    def propose_one_child(self, pid: str, directive: str) -> str | None:
+        from core.operators.propose import ProposalContext, propose
+        from core.operators.screen import screen
+
+        t0 = time.time()
+        pareto, contrasting, outside = self.reference_tiers(pid)
+        ctx = ProposalContext(parent=self.node(pid), pareto=pareto, contrasting=contrasting, outside=outside,
+                              directive=directive, use_reflection=self.cfg.search.use_reflection,
+                              use_priors=self.cfg.search.use_priors)
+        rnd = propose(self.llm, ctx, n=self.cfg.search.proposals_per_parent, mode=self.cfg.search.change_mode,
+                      cfg=self.cfg.llm, library=self.library)
+        calls = list(rnd.calls)
+        for rej in rnd.rejections:
+            self.record_rejection(pid, "(unusable proposal)", str(rej), {"stage": rej.stage, "detail": rej.detail})
+        if not rnd.proposals:
+            return None
+        known = [self.node(c.id) for c in self.archive.all() if c.commit and c.status not in ("rejected", "vetoed")]
+        result = screen(self.llm, rnd.proposals, parent=ctx.parent, archive=known, library=self.library,
+                        check=self.check(), cfg=self.cfg.llm)
+        calls += result.calls
+        best = result.best
+        ranking = [s.to_dict() for s in result.ranking]
+        for s in result.ranking:
+            if s is not best and not s.passed:
+                self.record_rejection(pid, s.proposal.title, "screening: " + "; ".join(s.reasons), {"proposal": s.proposal.to_dict()})
+        if best is None:
+            return None
+        cid = self.add_proposed(pid, best.proposal, ranking)
+        self.charge(cid, "propose", time.time() - t0, calls)
+        return cid
+
+    def add_proposed(self, pid: str, prop, ranking: list[dict]) -> str:
+        from core.archive import Candidate
+
+        d = prop.to_dict()
+        proposal = {**d, "change_mode": d.get("mode"), "screening": ranking}
+        comp = (d.get("change") or {}).get("composition") or {}
+        cid = self.archive.next_id()
+        self.archive.add(Candidate(id=cid, title=prop.title[:80] or "untitled", parent_ids=[pid], origin="llm",
+                                   proposal=proposal, status="proposed", seeds=list(self.cfg.seeds),
+                                   tags=_tags(comp), created_at=time.time()))
+        return cid
+
+    def record_rejection(self, pid: str, title: str, reason: str, proposal: dict[str, Any]) -> str:
+        from core.archive import Candidate
+
+        cid = self.archive.next_id()
+        self.archive.add(Candidate(id=cid, title=title[:80], parent_ids=[pid], origin="llm", proposal=proposal,
+                                   status="proposed", created_at=time.time()))
+        self.archive.set_status(cid, "rejected", reason[:500])
+        return cid
+
+    def charge(self, cid: str, stage: str, wall_s: float, calls: list) -> None:
+        tokens = sum(c.prompt_tokens + c.completion_tokens for c in calls)
+        self.archive.add_cost(cid, stage, wall_s=wall_s, llm_tokens=tokens, llm_s=sum(c.seconds for c in calls))
+
+    # ---- implement ----
+    def proposal_of(self, cid: str):
+        from core.operators.propose import Proposal
+
+        p = dict(self.archive.get(cid).proposal)
+        p.setdefault("mode", p.get("change_mode", "compose"))
+        return Proposal.from_dict({"motivation": "", "mechanism": "", "hypothesis": "", "expected_signals": "",
+                                   "change": {}, **p})
+
+    def implement(self, cid: str) -> None:
+        from core.operators import Rejection
+        from core.operators.implement import implement
+
+        cand = self.archive.get(cid)
+        pid = cand.parent_ids[0]
+        out = implement(self.proposal_of(cid), self.ws.read_algorithm(pid), self.library, self.check())
+        if isinstance(out, Rejection):
+            self.archive.set_status(cid, "rejected", str(out)[:500])
+            return
+        commit = self.ws.create_candidate(cid, pid, out, f"{cand.title} [{cid}]")
+        self.archive.update(cid, branch=f"cand/{cid}", commit=commit)
+        self.archive.set_status(cid, "implemented")
+
+    def repair_fn(self, cid: str):
+        from core.operators import Rejection
+        from core.operators.implement import repair
+
+        attempt = [0]
+
+        def fix(source: str, error: str) -> str | None:
+            t0 = time.time()
+            out, record = repair(self.llm, self.proposal_of(cid), source, error, library=self.library,
+                                 check=self.check(), cfg=self.cfg.llm, attempt=attempt[0])
+            attempt[0] += 1
+            self.charge(cid, "repair", time.time() - t0, [record])
+            return None if isinstance(out, Rejection) else out
+
+        return fix
+
+    # ---- reflect ----
+    def reflect(self, cid: str) -> None:
+        cand = self.archive.get(cid)
+        if cid == "seed" or not self.cfg.search.use_reflection or not cand.parent_ids:
+            self.archive.set_status(cid, "reflected", "no reflection (seed or ablation)")
+            return
+        from core.operators.reflect import ReflectionInput, reflect
+
+        t0 = time.time()
+        pid = cand.parent_ids[0]
+        inp = ReflectionInput(candidate_id=cid, proposal=dict(cand.proposal), diff=self.ws.diff(cid, against="parent"),
+                              rows=self.rows(cid), parent_rows=self.rows(pid), metrics=dict(cand.metrics or {}),
+                              parent_metrics=dict(self.archive.get(pid).metrics or {}),
+                              baseline_metrics=dict(self.archive.get("seed").metrics or {}), outcome=cand.status)
+        refl, record = reflect(self.llm, inp, cfg=self.cfg.llm)
+        self.archive.update(cid, reflection=refl.to_dict())
+        self.charge(cid, "reflect", time.time() - t0, [record])
+        self.archive.set_status(cid, "reflected", "reflection fell back: " + refl.error if refl.fallback else "")
+
+
+def _tags(composition: dict) -> list[str]:
+    """Mechanism names used by a composition, for filtering and features."""
+    tags = []
+    for value in composition.values():
+        if isinstance(value, dict) and isinstance(value.get("name"), str):
+            tags.append(value["name"])
+        elif isinstance(value, str):
+            tags.append(value)
+        elif isinstance(value, list):
+            tags += [v["name"] if isinstance(v, dict) else str(v) for v in value if isinstance(v, (dict, str))]
+    return sorted(set(tags))
