@@ -46,9 +46,9 @@ def check_once(src: str, paths: RunPaths, cfg: RunConfig, ws, cand_id: str, atte
         return Verdict(False, "; ".join(problems)[:2000], "static")
     algo = ws.worktree(cand_id) / "algorithm.py"
     report = run_probe(algo, paths.verify_dir(cand_id, attempt), cfg.limits)
-    if not report.get("ok"):
-        return Verdict(False, "; ".join(report.get("problems", ["probe job failed"]))[:2000], "probes")
-    fp = str(report.get("fingerprint", ""))
+    if not report.ok:
+        return Verdict(False, "; ".join(report.problems or ["probe job failed"])[:2000], "probes")
+    fp = report.fingerprint
     if parent_fp and fp == parent_fp:
         return Verdict(False, "no-op: behaves identically to its parent on every probe batch", "noop", fp)
     if fp in known:
