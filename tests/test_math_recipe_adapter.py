@@ -1,0 +1,247 @@
+"""Recipe `math` end to end on CPU: TRL GRPOTrainer through the contract adapter on a tiny local Qwen2.
+
+The tiny model is real (transformers Qwen2ForCausalLM + a `tokenizers` BPE), warm-started to emit
+"\\boxed{a}" with `a` drawn from a small answer pool, so sampled rewards are mixed and GRPO has a signal.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+from core.contract import load_algorithm
+from core.errors import ModelNotFoundError
+from core.jobspec import METRIC_KEYS, JobSpec
+from core.recipes.math import data, rewards, tinymodel
+from core.recipes.math.data import MathDataError
+
+GROUP = 4
+PROMPT_TOKENS = 45  # keeps ~10 short level-3 problems: fast on 2 cores
+
+GRPO_SOURCE = '''
+"""GRPO for tests: group-normalised advantages, PPO clip, optional k3 KL and entropy bonus."""
+import torch
+
+HPARAMS = {"lr": 1e-3, "clip_eps": 0.2, "eps": 1e-4, "kl_coef": KL, "ent_coef": ENT, "agg": "AGG"}
+CALLS = {"adv": 0, "loss": 0, "filter": 0}
+
+
+def compute_advantages(batch, hp):
+    CALLS["adv"] += 1
+    adv = torch.zeros_like(batch.rewards)
+    for g in batch.group_ids.unique():
+        m = batch.group_ids == g
+        r = batch.rewards[m]
+        adv[m] = (r - r.mean()) / (r.std() + hp["eps"])  # TRL's normalisation: Bessel std, eps 1e-4
+    return adv
+
+
+def compute_policy_loss(logprobs, batch, advantages, hp):
+    CALLS["loss"] += 1
+    mask = batch.response_mask
+    a = advantages.unsqueeze(1) if advantages.dim() == 1 else advantages
+    ratio = torch.exp(logprobs - batch.old_logprobs)
+    clipped = torch.clamp(ratio, 1 - hp["clip_eps"], 1 + hp["clip_eps"])
+    per_tok = -torch.min(ratio * a, clipped * a)
+    if hp["kl_coef"]:
+        d = batch.ref_logprobs - logprobs
+        per_tok = per_tok + hp["kl_coef"] * (torch.exp(d) - d - 1)
+    if hp["agg"] == "token-mean":
+        loss = (per_tok * mask).sum() / mask.sum().clamp(min=1)
+    else:
+        loss = ((per_tok * mask).sum(1) / mask.sum(1).clamp(min=1)).mean()
+    if hp["ent_coef"]:
+        loss = loss - hp["ent_coef"] * (batch.entropy * mask).sum() / mask.sum().clamp(min=1)
+    clip = (((ratio - 1).abs() > hp["clip_eps"]).float() * mask).sum() / mask.sum().clamp(min=1)
+    return loss, {"clip_frac": float(clip), "calls": float(CALLS["loss"])}
+'''
+
+FILTER_SOURCE = '''
+
+def filter_groups(batch, hp):
+    CALLS["filter"] += 1
+    keep = torch.ones_like(batch.valid)
+    for g in batch.group_ids.unique():
+        m = batch.group_ids == g
+        keep[m] = bool(batch.rewards[m].std() > 0)  # dynamic sampling: drop all-equal groups
+    return keep
+'''
+
+
+def write_candidate(tmp: Path, agg: str = "seq-mean-token-mean", kl: float = 0.0, ent: float = 0.0,
+                    with_filter: bool = False):
+    src = GRPO_SOURCE.replace("KL", repr(kl)).replace("ENT", repr(ent)).replace("AGG", agg)
+    path = tmp / "algorithm.py"
+    path.write_text(src + (FILTER_SOURCE if with_filter else ""))
+    return load_algorithm(str(path))
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory) -> dict:
+    """A warm-started tiny Qwen2 and the short training problems it was built on."""
+    pool = data.load_math_train([3], 200)
+    texts = [p.problem + rewards.PROMPT_SUFFIX for p in pool] + [f"The answer is \\boxed{{{p.answer}}}." for p in pool]
+    model_dir = tmp_path_factory.mktemp("tiny_qwen2")
+    tinymodel.build_tiny_qwen2(model_dir, texts, seed=0)
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(model_dir)
+    chats = [tok.apply_chat_template(rewards.format_prompt(p.problem), add_generation_prompt=True, tokenize=False)
+             for p in pool]
+    short = [p for p, c in zip(pool, chats) if len(tok(c, add_special_tokens=False)["input_ids"]) <= PROMPT_TOKENS]
+    ints = [p for p in short if p.answer.isdigit()]
+    assert len(ints) >= 3, "need a few short level-3 problems with integer answers"
+    # Answers drawn from a pool of two: on those two problems the samples are a mix of right and wrong.
+    answers = [p.answer for p in ints[:2]]
+    tinymodel.warm_start(model_dir, [p.problem + rewards.PROMPT_SUFFIX for p in short], answers, steps=40)
+    return {"dir": model_dir, "problems": ints}
+
+
+def make_trainer(tiny: dict, cand, out: Path, problems, **overrides):
+    from datasets import Dataset
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from core.recipes.math.adapter import ContractGRPOTrainer, hparams_to_grpo, make_grpo_config
+
+    tok = AutoTokenizer.from_pretrained(tiny["dir"], padding_side="left")
+    model = AutoModelForCausalLM.from_pretrained(tiny["dir"])
+    ds = Dataset.from_list([{"prompt": rewards.format_prompt(p.problem), "answer": p.answer} for p in problems])
+    settings = dict(output_dir=str(out / "trl"), per_device_train_batch_size=2 * GROUP, num_generations=GROUP,
+                    max_completion_length=12, max_steps=2, use_cpu=True, seed=0, reward_weights=[1.0, 0.0],
+                    **hparams_to_grpo(cand.HPARAMS, cand.HPARAMS["lr"]))
+    settings.update(overrides)
+    return ContractGRPOTrainer(model=model, reward_funcs=list(rewards.REWARD_FUNCS), args=make_grpo_config(**settings),
+                               train_dataset=ds, processing_class=tok, candidate=cand)
+
+
+def test_adapter_trains_with_the_candidate_and_changes_parameters(tiny, tmp_path):
+    cand = write_candidate(tmp_path, ent=0.01, with_filter=True)
+    trainer = make_trainer(tiny, cand, tmp_path, tiny["problems"][:2])
+    before = {n: p.detach().clone() for n, p in trainer.model.named_parameters()}
+    trainer.train()
+    assert trainer.state.global_step == 2
+    assert cand.CALLS["filter"] == 2 and cand.CALLS["adv"] >= 1 and cand.CALLS["loss"] >= 1
+    changed = [n for n, p in trainer.model.named_parameters() if not torch.equal(before[n], p)]
+    assert len(changed) == len(before), f"unchanged: {set(before) - set(changed)}"
+    logs = [h for h in trainer.state.log_history if "poise/loss" in h]
+    assert len(logs) == 2 and all("algo/clip_frac" in h and 0 <= h["poise/kept_frac"] <= 1 for h in logs)
+
+
+@pytest.mark.parametrize(("loss_type", "agg", "kl"), [("grpo", "seq-mean-token-mean", 0.0), ("bnpo", "token-mean", 0.05)])
+def test_adapter_loss_equals_trl_loss_on_the_same_batch(tiny, tmp_path, loss_type, agg, kl):
+    from trl import GRPOTrainer
+
+    cand = write_candidate(tmp_path, agg=agg, kl=kl)
+    trainer = make_trainer(tiny, cand, tmp_path, tiny["problems"][:2], loss_type=loss_type)
+    rows = [{"prompt": rewards.format_prompt(p.problem), "answer": p.answer} for p in tiny["problems"][:2]]
+    rows = [r for r in rows for _ in range(GROUP)]  # TRL's RepeatSampler order: each prompt G times in a row
+    trainer.model.train()
+    trainer.current_gradient_accumulation_steps = 2  # both sides must scale for accumulation the same way
+    torch.manual_seed(3)
+    ours = trainer._generate_and_score_completions(copy.deepcopy(rows))
+    torch.manual_seed(3)
+    theirs = GRPOTrainer._generate_and_score_completions(trainer, copy.deepcopy(rows))
+    assert torch.equal(ours["completion_ids"], theirs["completion_ids"]), "same seed must give the same batch"
+    assert ours["rewards"].std() > 0, "precondition: mixed rewards, so advantages are not all zero"
+    assert (kl > 0) == ("ref_per_token_logps" in ours)
+    torch.testing.assert_close(ours["advantages"], theirs["advantages"], atol=1e-5, rtol=0)
+    loss_ours, grads_ours = loss_and_grads(trainer, lambda: trainer._compute_loss(trainer.model, ours))
+    loss_trl, grads_trl = loss_and_grads(trainer, lambda: GRPOTrainer._compute_loss(trainer, trainer.model, theirs))
+    assert abs(loss_ours - loss_trl) < 1e-5
+    assert max((a - b).abs().max().item() for a, b in zip(grads_ours, grads_trl)) < 1e-5
+    assert max(g.abs().max().item() for g in grads_trl) > 0, "precondition: a nonzero gradient"
+
+
+def loss_and_grads(trainer, compute) -> tuple[float, list[torch.Tensor]]:
+    trainer.model.zero_grad()
+    loss = compute()
+    loss.backward()
+    grads = [p.grad.detach().clone() for p in trainer.model.parameters() if p.grad is not None]
+    trainer.model.zero_grad()
+    return loss.item(), grads
+
+
+def job_spec(tiny: dict, tmp_path: Path, mode: str = "full", **cfg) -> JobSpec:
+    base = {"model_path": str(tiny["dir"]), "lr_source": "candidate", "prompts_per_step": 2, "group_size": GROUP,
+            "micro_batch_size": GROUP, "max_steps": 2, "train_levels": [3], "train_problems": 200,
+            "max_prompt_tokens": PROMPT_TOKENS, "max_response_tokens": 12, "pass_k": 2, "eval_max_tokens": 10,
+            "eval_max_problems": 2}
+    base.update(cfg)
+    return JobSpec(recipe="math", algorithm_path=str(tmp_path / "algorithm.py"), job_dir=str(tmp_path / "job"),
+                   seed=0, recipe_config=base, mode=mode)
+
+
+def test_run_job_trains_emits_metrics_and_evaluates_both_parts(tiny, tmp_path):
+    from core.recipes.math.run import run_job
+
+    user = tmp_path / "user"
+    user.mkdir()
+    rows = [{"problem": p.problem, "answer": p.answer} for p in tiny["problems"][:4]]
+    (user / "amc.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    cand = write_candidate(tmp_path)
+    lines: list[dict] = []
+    spec = job_spec(tiny, tmp_path, data_dir=str(user), benchmarks=["amc", "math500"])
+    result = run_job(spec, cand, lines.append)
+    assert result.outcome == "evaluated" and result.steps_done == 2
+    assert [ln["step"] for ln in lines] == [1, 2]
+    assert all(set(ln) <= set(METRIC_KEYS) and {"reward_mean", "loss", "accuracy", "valid_rate"} <= set(ln)
+               for ln in lines)
+    # advantages once per step on the whole batch; the loss once per micro-batch (8 samples / 4 = 2 per step)
+    assert cand.CALLS["adv"] == 2 and cand.CALLS["loss"] == 4
+    assert set(result.eval) == {"selection", "heldout"}
+    assert all(set(part) == {"amc", "math500"} for part in result.eval.values())
+    assert "renormalised" in result.extra["overall_weights"]
+
+
+def test_run_job_smoke_skips_evaluation(tiny, tmp_path):
+    from core.recipes.math.run import run_job
+
+    cand = write_candidate(tmp_path)
+    result = run_job(job_spec(tiny, tmp_path, mode="smoke", max_steps=0, smoke_steps=1), cand, lambda line: None)
+    assert result.outcome == "evaluated" and result.steps_done == 1 and result.eval == {}
+
+
+def test_missing_user_benchmark_fails_before_training(tiny, tmp_path):
+    from core.recipes.math.run import run_job
+
+    cand = write_candidate(tmp_path)
+    spec = job_spec(tiny, tmp_path, data_dir=str(tmp_path / "nowhere"), benchmarks=["aime24", "math500"])
+    with pytest.raises(MathDataError, match="aime24.jsonl"):
+        run_job(spec, cand, lambda line: None)
+    assert cand.CALLS["adv"] == 0
+
+
+def test_missing_model_names_the_path(tmp_path):
+    from core.recipes.math.run import run_job
+
+    cand = write_candidate(tmp_path)
+    spec = JobSpec(recipe="math", algorithm_path="", job_dir=str(tmp_path), seed=0,
+                   recipe_config={"model_path": str(tmp_path / "no-model")})
+    with pytest.raises(ModelNotFoundError, match="no-model"):
+        run_job(spec, cand, lambda line: None)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_gpu_smoke_with_vllm_on_a_local_model(tmp_path):
+    """Two steps of the paper's recipe (vLLM colocate when installed) on POISE_GPU_MODEL, e.g. Qwen2.5-0.5B."""
+    from core.recipes.math.evaluate import vllm_usable
+    from core.recipes.math.run import run_job
+
+    model = os.environ.get("POISE_GPU_MODEL", "")
+    if not model:
+        pytest.skip("set POISE_GPU_MODEL to a local HF model directory")
+    cand = write_candidate(tmp_path)
+    lines: list[dict] = []
+    config = {"model_path": model, "prompts_per_step": 4, "group_size": 4, "micro_batch_size": 8, "smoke_steps": 2,
+              "max_response_tokens": 256}
+    spec = JobSpec(recipe="math", algorithm_path="", job_dir=str(tmp_path / "job"), seed=0, recipe_config=config,
+                   mode="smoke")
+    result = run_job(spec, cand, lines.append)
+    assert result.steps_done == 2 and len(lines) == 2
+    assert result.extra["use_vllm"] == vllm_usable()
