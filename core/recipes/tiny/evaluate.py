@@ -1,0 +1,108 @@
+"""Final evaluation of recipe `tiny`: greedy acc@1 on some splits, pass@k at T=1.0 on others,
+on the selection and held-out parts separately, combined into a weighted Overall like the paper's.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from core.errors import ConfigError
+from core.jobspec import write_json_atomic
+from core.recipes.tiny.config import TinyConfig
+from core.recipes.tiny.rollout import generate
+from core.recipes.tiny.task import EvalSets, Problem, score
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel, PreTrainedTokenizerFast
+
+PARTS = ("selection", "heldout")
+CHUNK = 512  # rows per generation call: bounds memory, large enough to amortise per-token overhead
+
+
+def check_eval_config(cfg: TinyConfig) -> None:
+    known = set(cfg.greedy_splits) | set(cfg.passk_splits)
+    both = set(cfg.greedy_splits) & set(cfg.passk_splits)
+    if both:
+        raise ConfigError(f"tiny: split(s) {sorted(both)} are in both greedy_splits and passk_splits; pick one")
+    missing = sorted(set(cfg.weights) - known)
+    if missing:
+        raise ConfigError(f"tiny.weights: {missing} not in greedy_splits or passk_splits; add them or drop the weight")
+    if not any(cfg.weights.get(s, 0.0) > 0 for s in known):
+        raise ConfigError("tiny.weights: every evaluated split has weight 0; give at least one a positive weight")
+
+
+def _solved(model: PreTrainedModel, tok: PreTrainedTokenizerFast, problems: list[Problem], max_new: int,
+            greedy: bool, seed: int) -> list[bool]:
+    """Whether each problem's single response is correct, generated in chunks."""
+    import torch
+
+    gen = torch.Generator().manual_seed(seed)
+    solved: list[bool] = []
+    for i in range(0, len(problems), CHUNK):
+        chunk = problems[i : i + CHUNK]
+        ro = generate(model, tok, [p.prompt for p in chunk], max_new, 1.0, greedy=greedy, generator=gen)
+        solved += [score(t, bool(tr), p.answer).correct for t, tr, p in zip(ro.texts, ro.truncated, chunk)]
+    return solved
+
+
+def evaluate(model: PreTrainedModel, tok: PreTrainedTokenizerFast, cfg: TinyConfig, sets: EvalSets
+             ) -> tuple[dict[str, dict[str, float]], dict[str, float]]:
+    """eval[part][split] in [0, 1] and overall[part]; sampling is seeded by task_seed so it is comparable."""
+    check_eval_config(cfg)
+    model.eval()
+    greedy_rows = [(part, p) for part in PARTS for s in cfg.greedy_splits for p in getattr(sets, part)[s]]
+    sample_rows = [(part, p) for part in PARTS for s in cfg.passk_splits for p in getattr(sets, part)[s]
+                   for _ in range(cfg.pass_k)]
+    g = _solved(model, tok, [p for _, p in greedy_rows], cfg.max_response_tokens, True, cfg.task_seed)
+    k = _solved(model, tok, [p for _, p in sample_rows], cfg.max_response_tokens, False, cfg.task_seed)
+    scores: dict[str, dict[str, float]] = {part: {} for part in PARTS}
+    _acc_at_1(scores, greedy_rows, g)
+    _pass_at_k(scores, sample_rows, k)
+    return scores, {part: overall(scores[part], cfg.weights) for part in PARTS}
+
+
+def _acc_at_1(scores: dict[str, dict[str, float]], rows: list[tuple[str, Problem]], ok: list[bool]) -> None:
+    tally: dict[tuple[str, str], list[bool]] = {}
+    for (part, p), c in zip(rows, ok):
+        tally.setdefault((part, p.split), []).append(c)
+    for (part, split), cs in tally.items():
+        scores[part][split] = sum(cs) / len(cs)
+
+
+def _pass_at_k(scores: dict[str, dict[str, float]], rows: list[tuple[str, Problem]], ok: list[bool]) -> None:
+    per_problem: dict[tuple[str, str, str], bool] = {}
+    for (part, p), c in zip(rows, ok):
+        key = (part, p.split, p.prompt)
+        per_problem[key] = per_problem.get(key, False) or c
+    tally: dict[tuple[str, str], list[bool]] = {}
+    for (part, split, _), c in per_problem.items():
+        tally.setdefault((part, split), []).append(c)
+    for (part, split), cs in tally.items():
+        scores[part][split] = sum(cs) / len(cs)
+
+
+def overall(split_scores: dict[str, float], weights: dict[str, float]) -> float:
+    """Weighted mean over the scored splits (equal to the paper's weighted sum when weights sum to 1)."""
+    used = {s: w for s, w in weights.items() if s in split_scores}
+    total = sum(used.values())
+    return sum(w * split_scores[s] for s, w in used.items()) / total if total else 0.0
+
+
+def warm_start_scores(model: PreTrainedModel, tok: PreTrainedTokenizerFast, cfg: TinyConfig, sets: EvalSets,
+                      model_path: Path) -> dict[str, Any]:
+    """Pre-RL scores, computed once per (model, evaluation protocol) and cached next to the model."""
+    import hashlib
+
+    proto = {k: asdict(cfg)[k] for k in ("eval_size", "pass_k", "greedy_splits", "passk_splits", "weights",
+                                          "max_response_tokens", "task_seed")}
+    key = hashlib.sha256(json.dumps(proto, sort_keys=True).encode()).hexdigest()[:12]
+    path = model_path / f"warm_eval_{key}.json"
+    if path.exists():
+        return json.loads(path.read_text())
+    scores, ov = evaluate(model, tok, cfg, sets)
+    result = {"eval": scores, "overall": ov}
+    write_json_atomic(path, result)
+    return result

@@ -1,0 +1,46 @@
+"""Metrics of a candidate: per part and split, per seed, with paired differences to reference candidates."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from textual.widgets import DataTable
+
+from poise_tui.pairing import paired_text
+from poise_tui.rundata import per_seed, score_of, splits_of
+
+PARTS = ("selection", "heldout")
+
+
+def metric_rows(cand: Any, refs: dict[str, Any]) -> list[tuple[str, ...]]:
+    """Rows (part, split, mean [CI], per seed, Δ vs each ref); refs maps a column name to a candidate or None."""
+    rows = []
+    for part in PARTS:
+        for split in splits_of(cand, part):
+            score = score_of(cand, part, split)
+            mine = per_seed(cand, part, split)
+            cells = [part, split, _score_text(score), " ".join(f"{s}:{v * 100:.1f}" for s, v in mine.items())]
+            for ref in refs.values():
+                cells.append(paired_text(mine, per_seed(ref, part, split)) if ref is not None else "—")
+            rows.append(tuple(cells))
+    return rows
+
+
+def _score_text(score: Any) -> str:
+    if score is None:
+        return "—"
+    return f"{score.mean * 100:.1f} [{score.lo * 100:.1f}, {score.hi * 100:.1f}]"
+
+
+class MetricsTable(DataTable[str]):
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(zebra_stripes=True, cursor_type="row", **kwargs)
+
+    def show(self, cand: Any, refs: dict[str, Any]) -> None:
+        self.clear(columns=True)
+        self.add_columns("part", "split", "mean [95% CI]", "per seed", *(f"Δ {name}" for name in refs))
+        rows = metric_rows(cand, refs) if cand is not None else []
+        for row in rows:
+            self.add_row(*row)
+        if not rows:
+            self.add_row("—", "not evaluated yet", "", "", *("" for _ in refs))

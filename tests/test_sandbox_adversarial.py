@@ -1,0 +1,180 @@
+"""Adversarial candidates, one property each, through the real sandbox and the real job/probe paths.
+
+Candidates that misbehave while being imported go through `core.recipes.job` (recipe tiny loads
+the candidate before anything else). Candidates that misbehave inside compute_advantages go
+through tests/adversarial/bandit_job.py, a real training job that reaches the candidate within
+a second of its imports, so a timeout measures the candidate, not the warm-start build.
+Every test also checks that nothing outside the job directory changed, and the test process
+itself is the proof that the engine survives.
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from pathlib import Path
+
+from core.config import EarlyKillConfig, LimitsConfig
+from core.jobs import JobHandle, run_probe, start_job
+from core.jobspec import JobResult, JobSpec
+from core.sandbox import KILL_GRACE_S, VIOLATIONS_FILE
+
+ROOT = Path(__file__).resolve().parent.parent
+ADV = ROOT / "tests" / "adversarial"
+BANDIT = "tests.adversarial.bandit_job"
+LIMITS = LimitsConfig(timeout_s=120, memory_mb=3072, cpu_s=300)
+
+
+def snapshot(root: Path, skip: Path) -> dict[str, tuple[int, int]]:
+    """Every file under root except the job dir: path -> (size, mtime)."""
+    return {str(p.relative_to(root)): (p.stat().st_size, p.stat().st_mtime_ns)
+            for p in root.rglob("*") if p.is_file() and skip not in p.parents}
+
+
+class Arena:
+    """A worktree holding one adversarial candidate, a job dir beside it, and a fence to watch."""
+
+    def __init__(self, tmp_path: Path, candidate: str) -> None:
+        self.root = tmp_path
+        self.job = tmp_path / "job"
+        (tmp_path / "worktree").mkdir()
+        (tmp_path / "outside").mkdir()
+        (tmp_path / "outside" / "precious.txt").write_text("keep me")
+        self.algorithm = tmp_path / "worktree" / "algorithm.py"
+        shutil.copy(ADV / candidate, self.algorithm)
+        self.before = snapshot(tmp_path, self.job)
+
+    def spec(self, recipe_config: dict | None = None) -> JobSpec:
+        return JobSpec(recipe="tiny", algorithm_path=str(self.algorithm), job_dir=str(self.job), seed=0,
+                       recipe_config=recipe_config if recipe_config is not None else {},
+                       cache_dir=str(self.root / "cache"))
+
+    def run_recipe_job(self, limits: LimitsConfig = LIMITS, **env: str) -> JobResult:
+        return start_job(self.spec(), limits, EarlyKillConfig(), extra_env=env).wait()
+
+    def start_bandit(self, limits: LimitsConfig = LIMITS, **config) -> JobHandle:
+        spec = self.spec({"steps": 20, "target": 2, **config})
+        return start_job(spec, limits, EarlyKillConfig(), entry=BANDIT)
+
+    def violations(self) -> str:
+        path = self.job / VIOLATIONS_FILE
+        return path.read_text() if path.exists() else ""
+
+    def assert_nothing_outside_changed(self) -> None:
+        assert snapshot(self.root, self.job) == self.before
+
+
+def test_endless_loop_times_out_quickly(tmp_path: Path) -> None:
+    arena = Arena(tmp_path, "loop_forever.py")
+    handle = arena.start_bandit(LimitsConfig(timeout_s=20, memory_mb=3072))
+    result = handle.wait()
+    assert result.outcome == "timed_out" and "20 s" in result.reason
+    assert "entered the endless loop" in (arena.job / "stdout.log").read_text()  # it was the loop, not startup
+    assert result.wall_s < 20 + KILL_GRACE_S + 5
+    arena.assert_nothing_outside_changed()
+
+
+def test_unbounded_allocation_crashes_with_memory_error(tmp_path: Path) -> None:
+    arena = Arena(tmp_path, "allocate_forever.py")
+    result = arena.start_bandit(LimitsConfig(timeout_s=120, memory_mb=1536)).wait()
+    assert result.outcome == "crashed" and "MemoryError" in result.reason
+    assert "bytearray(64 * 1024 * 1024)" in result.extra["stderr_tail"]  # failed in the candidate's allocation
+    arena.assert_nothing_outside_changed()
+
+
+def test_fork_is_denied(tmp_path: Path) -> None:
+    arena = Arena(tmp_path, "fork.py")
+    result = arena.run_recipe_job()
+    assert result.outcome == "crashed" and "os.fork denied" in result.reason
+    assert "os.fork denied" in arena.violations()
+    arena.assert_nothing_outside_changed()
+
+
+def test_subprocess_is_denied_and_its_command_never_runs(tmp_path: Path) -> None:
+    arena = Arena(tmp_path, "spawn_subprocess.py")
+    result = arena.run_recipe_job()
+    assert result.outcome == "crashed" and "subprocess.Popen denied" in result.reason
+    assert not list(tmp_path.rglob("spawned_marker"))
+    arena.assert_nothing_outside_changed()
+
+
+def test_write_outside_the_job_dir_is_denied(tmp_path: Path) -> None:
+    arena = Arena(tmp_path, "write_outside.py")
+    target = tmp_path / "outside" / "escaped.txt"
+    result = arena.run_recipe_job(POISE_TEST_TARGET=str(target))
+    assert result.outcome == "crashed" and "open denied" in result.reason
+    assert not target.exists()
+    arena.assert_nothing_outside_changed()
+
+
+def test_write_into_the_worktree_is_denied_to_candidate_code(tmp_path: Path) -> None:
+    arena = Arena(tmp_path, "write_outside.py")
+    target = tmp_path / "worktree" / "injected.py"
+    result = arena.run_recipe_job(POISE_TEST_TARGET=str(target))
+    assert result.outcome == "crashed" and "may only be written by the trainer" in result.reason
+    assert not target.exists()
+    arena.assert_nothing_outside_changed()
+
+
+def test_socket_is_denied(tmp_path: Path) -> None:
+    arena = Arena(tmp_path, "open_socket.py")
+    result = arena.run_recipe_job()
+    assert result.outcome == "crashed" and "socket.__new__ denied" in result.reason
+    arena.assert_nothing_outside_changed()
+
+
+def test_nan_loss_is_killed_as_diverged(tmp_path: Path) -> None:
+    arena = Arena(tmp_path, "nan_loss.py")
+    result = arena.start_bandit(steps=10**7).wait()
+    assert result.outcome == "diverged" and "non-finite loss" in result.reason
+    assert result.steps_done < 10**7
+    arena.assert_nothing_outside_changed()
+
+
+def test_nan_loss_fails_the_probes(tmp_path: Path) -> None:
+    arena = Arena(tmp_path, "nan_loss.py")
+    report = run_probe(arena.algorithm, arena.job, LIMITS)
+    assert not report.ok and any("loss is nan" in p for p in report.problems)
+    arena.assert_nothing_outside_changed()
+
+
+def test_exception_at_import_is_a_crash_with_the_traceback_tail(tmp_path: Path) -> None:
+    arena = Arena(tmp_path, "raise_at_import.py")
+    result = arena.run_recipe_job()
+    assert result.outcome == "crashed" and "candidate exploded at import" in result.reason
+    assert "_broken_helper" in result.extra["stderr_tail"]  # the candidate's own frames are in the tail
+    arena.assert_nothing_outside_changed()
+
+
+def test_sigkill_to_itself_is_a_crash(tmp_path: Path) -> None:
+    arena = Arena(tmp_path, "sigkill_self.py")
+    result = arena.run_recipe_job()
+    assert result.outcome == "crashed" and "killed by SIGKILL" in result.reason
+    assert result.extra["returncode"] == -9
+    arena.assert_nothing_outside_changed()
+
+
+def test_probe_of_an_endless_loop_times_out(tmp_path: Path) -> None:
+    arena = Arena(tmp_path, "loop_forever.py")
+    started = time.monotonic()
+    report = run_probe(arena.algorithm, arena.job, LimitsConfig(timeout_s=15))
+    assert report.outcome == "timed_out" and not report.ok
+    assert "entered the endless loop" in (arena.job / "stdout.log").read_text()
+    assert time.monotonic() - started < 15 + KILL_GRACE_S + 5
+    arena.assert_nothing_outside_changed()
+
+
+def test_a_swallowed_denial_is_still_recorded(tmp_path: Path) -> None:
+    arena = Arena(tmp_path, "swallow_denial.py")
+    result = arena.start_bandit(steps=3).wait()
+    assert result.outcome == "evaluated"
+    assert any(v.startswith("poise sandbox: socket.") for v in result.extra["sandbox_violations"])
+    arena.assert_nothing_outside_changed()
+
+
+def test_cpu_time_limit_is_enforced_by_the_kernel(tmp_path: Path) -> None:
+    arena = Arena(tmp_path, "loop_forever.py")
+    result = arena.start_bandit(LimitsConfig(timeout_s=120, memory_mb=3072, cpu_s=6)).wait()
+    assert result.outcome == "timed_out" and "CPU-time limit" in result.reason
+    assert result.extra["returncode"] == -24  # SIGXCPU, from the kernel, not our wall clock
+    arena.assert_nothing_outside_changed()

@@ -1,0 +1,145 @@
+"""core.static_check: each rule fires on its violation, with the line number, and the seed template passes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from core.static_check import check_source
+
+ROOT = Path(__file__).resolve().parent.parent
+
+GOOD = '''"""A minimal valid candidate."""
+import math
+from typing import Any
+
+import torch
+
+from core.contract import RolloutBatch
+
+HPARAMS: dict[str, Any] = {"lr": 1e-5, "clip_eps": 0.2}
+
+
+def compute_advantages(batch: RolloutBatch, hp: dict) -> torch.Tensor:
+    return batch.rewards - batch.rewards.mean()
+
+
+def compute_policy_loss(logprobs, batch, advantages, hp):
+    loss = -(logprobs * advantages[:, None] * batch.response_mask).sum() / math.sqrt(4.0)
+    return loss, {}
+'''
+
+
+def with_extra(extra: str) -> str:
+    return GOOD + "\n\n" + extra
+
+
+def test_good_candidate_passes() -> None:
+    assert check_source(GOOD) == []
+
+
+def test_seed_template_passes() -> None:
+    assert check_source((ROOT / "workspace" / "algorithm.py").read_text()) == []
+
+
+def test_syntax_error_reports_its_line() -> None:
+    problems = check_source("HPARAMS = {'lr': 1}\ndef f(:\n    pass\n")
+    assert len(problems) == 1 and problems[0].startswith("line 2: syntax error")
+
+
+@pytest.mark.parametrize("stmt,needle", [
+    ("import os", "import of 'os'"),
+    ("import subprocess", "import of 'subprocess'"),
+    ("from socket import socket", "import of 'socket'"),
+    ("import numpy", "import of 'numpy'"),
+    ("from . import x", "relative imports"),
+    ("import torch.utils.cpp_extension", "torch.utils"),
+    ("from torch import hub", "torch.hub"),
+    ("from core import jobs", "import of 'core'"),
+])
+def test_imports_outside_the_allow_list_are_refused(stmt: str, needle: str) -> None:
+    problems = check_source(GOOD.replace("import math\n", f"import math\n{stmt}\n"))
+    assert any(p.startswith("line 3:") and needle in p for p in problems), problems
+
+
+@pytest.mark.parametrize("expr,needle", [
+    ("eval('1')", "'eval'"),
+    ("exec('x = 1')", "'exec'"),
+    ("compile('1', 'f', 'eval')", "'compile'"),
+    ("open('/etc/passwd')", "'open'"),
+    ("__import__('os')", "'__import__'"),
+    ("globals()", "'globals'"),
+    ("().__class__.__bases__[0].__subclasses__()", "'__subclasses__'"),
+    ("compute_advantages.__globals__", "'__globals__'"),
+    ("__builtins__", "'__builtins__'"),
+    ("getattr(torch, '__dict__')", "dunder name"),
+    ("getattr(torch, 'o' + 's')", "literal attribute name"),
+    ("torch.os.system('true')", "'system'"),
+    ("torch.load('x.pt')", "torch.load"),
+    ("torch.save(1, 'x.pt')", "torch.save"),
+    ("'{0.__globals__}'.format(compute_advantages)", "dunder"),
+])
+def test_forbidden_names_and_attributes_are_refused(expr: str, needle: str) -> None:
+    src = with_extra(f"def helper():\n    return {expr}\n")
+    line = src.count("\n", 0, src.index("def helper")) + 2
+    problems = check_source(src)
+    assert any(p.startswith(f"line {line}:") and needle in p for p in problems), problems
+
+
+def test_missing_required_functions_are_named() -> None:
+    src = GOOD.split("def compute_policy_loss")[0]
+    problems = check_source(src)
+    assert any("compute_policy_loss(logprobs, batch, advantages, hp)" in p for p in problems), problems
+
+
+def test_wrong_arity_is_reported_with_both_signatures() -> None:
+    src = GOOD.replace("def compute_policy_loss(logprobs, batch, advantages, hp):",
+                       "def compute_policy_loss(logprobs, batch, hp):")
+    problems = check_source(src)
+    assert any("must take 4 positional arguments" in p and "(logprobs, batch, hp)" in p for p in problems), problems
+
+
+def test_extra_parameters_with_defaults_are_fine() -> None:
+    src = GOOD.replace("def compute_advantages(batch: RolloutBatch, hp: dict)",
+                       "def compute_advantages(batch: RolloutBatch, hp: dict, eps: float = 1e-6)")
+    assert check_source(src) == []
+
+
+def test_filter_groups_arity_is_checked_when_defined() -> None:
+    problems = check_source(with_extra("def filter_groups(batch):\n    return batch.valid\n"))
+    assert any("filter_groups must take 2" in p for p in problems), problems
+    assert check_source(with_extra("def filter_groups(batch, hp):\n    return batch.valid\n")) == []
+
+
+def test_duplicate_definition_is_reported() -> None:
+    problems = check_source(with_extra("def compute_advantages(batch, hp):\n    return batch.rewards\n"))
+    assert any("defined 2 times" in p for p in problems), problems
+
+
+@pytest.mark.parametrize("hparams,needle", [
+    ('HPARAMS = dict(lr=1e-5)', "dict literal"),
+    ('HPARAMS = {"clip_eps": 0.2}', 'contain "lr"'),
+    ('HPARAMS = {"lr": -1.0}', "positive number"),
+    ('HPARAMS = {1: 2, "lr": 1e-5}', "string literals"),
+])
+def test_hparams_must_be_a_literal_dict_with_lr(hparams: str, needle: str) -> None:
+    src = GOOD.replace('HPARAMS: dict[str, Any] = {"lr": 1e-5, "clip_eps": 0.2}', hparams)
+    problems = check_source(src)
+    assert any(p.startswith("line 9:") and needle in p for p in problems), problems
+
+
+def test_missing_hparams_is_reported() -> None:
+    src = GOOD.replace('HPARAMS: dict[str, Any] = {"lr": 1e-5, "clip_eps": 0.2}', "")
+    assert any("HPARAMS" in p for p in check_source(src))
+
+
+def test_code_that_runs_at_import_is_refused() -> None:
+    problems = check_source(with_extra("for i in range(3):\n    pass\n"))
+    assert any("top-level For statement runs at import time" in p for p in problems), problems
+
+
+def test_problems_are_sorted_by_line() -> None:
+    problems = check_source("import os\nimport sys\n" + GOOD)
+    lines = [int(p.split(":")[0].split()[1]) for p in problems]
+    assert lines == sorted(lines) and lines[:2] == [1, 2]
