@@ -28,6 +28,11 @@ def init_run(run_dir: str | Path, recipe: str = "tiny", name: str = "") -> Path:
     root.mkdir(parents=True, exist_ok=True)
     paths = RunPaths(root)
     cfg = RunConfig(name=name or root.name, recipe=recipe)  # type: ignore[arg-type]
+    if recipe == "tiny":
+        # The CPU demo: one parent and two proposals per round keep the embedded 135M model's
+        # share of a candidate's wall time small (each call reads a ~3k-token prompt on CPU).
+        cfg.search.selection.parents_per_round = 1
+        cfg.search.proposals_per_parent = 2
     save_config(cfg, paths.config)
     ws = Workspace.init(root, default_template_dir())
     archive = Archive.open(root, create=True)

@@ -119,7 +119,7 @@ class Discovery:
                               directive=directive, use_reflection=self.cfg.search.use_reflection,
                               use_priors=self.cfg.search.use_priors)
         rnd = propose(self.llm, ctx, n=self.cfg.search.proposals_per_parent, mode=self.cfg.search.change_mode,
-                      cfg=self.cfg.llm, library=self.library)
+                      cfg=self.cfg.llm, library=self.library, seed=self.proposal_seed())
         calls = list(rnd.calls)
         for rej in rnd.rejections:
             self.record_rejection(pid, "(unusable proposal)", str(rej), {"stage": rej.stage, "detail": rej.detail})
@@ -139,6 +139,10 @@ class Discovery:
         cid = self.add_proposed(pid, best.proposal, ranking)
         self.charge(cid, "propose", time.time() - t0, calls)
         return cid
+
+    def proposal_seed(self) -> int:
+        """Different seeds every round (a repeated parent gets new proposals), reproducible from the archive size."""
+        return self.cfg.llm.seed + 1000 * len(self.archive.all())
 
     def add_proposed(self, pid: str, prop, ranking: list[dict]) -> str:
         from core.archive import Candidate

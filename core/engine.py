@@ -137,6 +137,8 @@ class Engine:
         if lock.stale_note:
             log.warning(lock.stale_note)
         self.state.state = "running"
+        if budget is not None:
+            self.state.candidates_budget = budget
         self.publish(stage="idle", message=lock.stale_note or "started")
         signal.signal(signal.SIGTERM, lambda *_: setattr(self, "_stop_requested", True))
         try:
@@ -199,7 +201,8 @@ class Engine:
         elif cand.status == "implemented":
             self.publish("verify", cid, 0.0, f"verifying {cid}")
             repair = self.discovery.repair_fn(cid) if cand.origin == "llm" else None
-            verify(self.archive, self.ws, self.paths, self.cfg, cid, repair, self.cfg.search.repair_attempts)
+            verify(self.archive, self.ws, self.paths, self.cfg, cid, repair, self.cfg.search.repair_attempts,
+                   should_cancel=self.cancel_requested)
         elif cand.status in ("verified", "training"):
             self.publish("train", cid, 0.0, f"training {cid}")
             evaluate(self.archive, self.ws, self.paths, self.cfg, cid,
@@ -210,7 +213,9 @@ class Engine:
             self.discovery.reflect(cid)
 
     def cancel_requested(self) -> bool:
-        """Checked while a job runs: a stop command cancels the job (it is rerun on resume)."""
+        """Checked while a job runs: SIGTERM or a stop command cancels the job (it is rerun on resume)."""
+        if self._stop_requested:
+            return True
         for cmd in pending_commands(self.paths.root):
             if cmd.get("name") == "stop":
                 return True

@@ -12,6 +12,7 @@ from typing import Callable
 from core.config import RunConfig
 from core.rundir import RunPaths
 
+Cancel = Callable[[], bool]
 Repair = Callable[[str, str], "str | None"]  # (source, exact error) -> new source or None
 
 
@@ -35,7 +36,7 @@ def known_fingerprints(archive, exclude: str) -> dict[str, str]:
 
 
 def check_once(src: str, paths: RunPaths, cfg: RunConfig, ws, cand_id: str, attempt: int,
-               parent_fp: str, known: dict[str, str]) -> Verdict:
+               parent_fp: str, known: dict[str, str], should_cancel: Cancel | None = None) -> Verdict:
     """One pass of the gauntlet on the candidate's current commit."""
     from core.evaluate import job_spec, run_job
     from core.jobs import run_probe
@@ -54,14 +55,16 @@ def check_once(src: str, paths: RunPaths, cfg: RunConfig, ws, cand_id: str, atte
     if fp in known:
         return Verdict(False, f"duplicate: behaves identically to {known[fp]} on every probe batch", "duplicate", fp)
     spec = job_spec(paths, cfg, cand_id, algo, 0, mode="smoke", job_dir=paths.verify_dir(cand_id, attempt) / "smoke")
-    result = run_job(spec, cfg)
+    result = run_job(spec, cfg, should_cancel=should_cancel)
+    if result.outcome == "cancelled":
+        return Verdict(False, "cancelled by a stop request", "cancelled", fp)
     if result.outcome != "evaluated":
         return Verdict(False, f"smoke run {result.outcome}: {result.reason}"[:2000], "smoke", fp)
     return Verdict(True, "passed static checks, contract probes and a smoke run", "passed", fp)
 
 
 def verify(archive, ws, paths: RunPaths, cfg: RunConfig, cand_id: str, repair: Repair | None = None,
-           max_repairs: int = 0) -> Verdict:
+           max_repairs: int = 0, should_cancel: Cancel | None = None) -> Verdict:
     """Verify `cand_id`, repairing up to `max_repairs` times; records the verdict and sets the status."""
     t0 = time.time()
     cand = archive.get(cand_id)
@@ -73,7 +76,9 @@ def verify(archive, ws, paths: RunPaths, cfg: RunConfig, cand_id: str, repair: R
     verdict = Verdict(False, "not run")
     for attempt in range(max_repairs + 1):
         src = ws.read_algorithm(cand_id)
-        verdict = check_once(src, paths, cfg, ws, cand_id, attempt, parent_fp, known)
+        verdict = check_once(src, paths, cfg, ws, cand_id, attempt, parent_fp, known, should_cancel)
+        if verdict.stage == "cancelled":
+            return verdict  # nothing recorded: the candidate stays `implemented` and is verified again on resume
         attempts.append({"attempt": attempt, "commit": ws.head(cand_id), "stage": verdict.stage, "reason": verdict.reason})
         if verdict.ok or repair is None or attempt == max_repairs or verdict.stage in ("noop", "duplicate"):
             break
