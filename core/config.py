@@ -26,6 +26,8 @@ class BudgetConfig:
 
 @dataclass
 class LimitsConfig:
+    """Any limit <= 0 means no limit (a CUDA job needs memory_mb = 0: CUDA reserves far more address space than it uses)."""
+
     timeout_s: float = opt(1800.0, "Wall-clock limit of one training+evaluation job; then it is killed (timed_out).")
     memory_mb: int = opt(8192, "Address-space limit of a job (RLIMIT_AS) in MiB; a runaway allocation fails inside the job.")
     cpu_s: int = opt(7200, "CPU-time limit of a job (RLIMIT_CPU) in seconds.")

@@ -40,7 +40,7 @@ class RolloutBatch:
     """One batch of sampled responses, B = prompts x group size, T = max response tokens.
 
     Fields (shapes):
-      rewards        float [B]     scalar reward per response (sum of reward_parts if given)
+      rewards        float [B]     the scalar reward the recipe optimises (tiny and math: correctness)
       group_ids      long  [B]     responses with the same id answer the same prompt
       valid          bool  [B]     the answer was parseable in the strict format
       truncated      bool  [B]     the response hit the length limit
@@ -49,7 +49,7 @@ class RolloutBatch:
       lengths        long  [B]     response lengths in tokens (= response_mask.sum(1))
       ref_logprobs   float [B, T]  log pi_ref(token), or None when the run has no reference
       step, total_steps            training progress, for schedules
-      reward_parts   dict name -> float [B]   reward components (correctness, format, ...)
+      reward_parts   dict name -> float [B]   reward components and side signals (correct, format, ...)
       max_response_len             the generation limit T_max, for length shaping
       entropy        float [B, T]  current-policy token entropy WITH grad; the trainer
                                    fills it before compute_policy_loss (None before that)
