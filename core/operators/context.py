@@ -64,6 +64,15 @@ class FitReport:
     trimmed: list[str] = field(default_factory=list)
 
 
+def prompt_window(llm: Any, cfg: Any, max_tokens: int) -> int:
+    """The context size to fit a prompt into: the model's n_ctx, capped at [llm] max_prompt_tokens + the reply.
+
+    On CPU, reading the prompt dominates an LLM call (the embedded model reads ~30-100 tokens/s while
+    training jobs share the cores), so the cap is what keeps the loop's overhead small."""
+    cap = int(getattr(cfg, "max_prompt_tokens", 0) or 0)
+    return min(llm.n_ctx, cap + max_tokens) if cap > 0 else llm.n_ctx
+
+
 def fit_sections(
     system: str, sections: list[Section], count: Callable[[str], int], n_ctx: int, max_tokens: int
 ) -> tuple[list[Message], FitReport]:

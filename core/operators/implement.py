@@ -22,7 +22,7 @@ from core.errors import PoiseError
 from core.llm.base import LLM
 from core.llm.config import LLMConfig
 from core.operators import CallRecord, Rejection, call_json
-from core.operators.context import Section, fit_sections, load_prompt
+from core.operators.context import Section, fit_sections, load_prompt, prompt_window
 
 StaticCheck = Callable[[str], list[str]]
 
@@ -207,7 +207,8 @@ def repair(
     if proposal.mode == "compose":
         sections.append(Section("Registered mechanisms", priors_text(library.infos()), 90))
     system = load_prompt("repair", mode=proposal.mode)
-    messages, fit = fit_sections(system, sections, llm.count_tokens, llm.n_ctx, cfg.repair_max_tokens)
+    messages, fit = fit_sections(system, sections, llm.count_tokens,
+                                 prompt_window(llm, cfg, cfg.repair_max_tokens), cfg.repair_max_tokens)
     record.dropped_sections, record.trimmed_sections = fit.dropped, fit.trimmed
     data = call_json(llm, messages, schema, record, max_tokens=cfg.repair_max_tokens,
                      temperature=cfg.reflect_temperature, seed=cfg.seed + 1000 + attempt)

@@ -18,6 +18,7 @@ from core.llm.base import LLM
 from core.llm.config import LLMConfig
 from core.operators import CallRecord, Rejection, call_json, degenerate_fields
 from core.operators.context import (
+    prompt_window,
     P_CONTRAST,
     P_CURVES,
     P_OUTSIDE,
@@ -259,8 +260,8 @@ def propose(llm: LLM, ctx: ProposalContext, *, n: int, mode: str, cfg: LLMConfig
 def _messages(llm: LLM, ctx: ProposalContext, mode: str, cfg: LLMConfig, infos: list[MechanismInfo],
               record: CallRecord, n: int = 1) -> list:
     system = load_prompt("propose", mode=mode, n=str(n))
-    messages, fit = fit_sections(system, proposal_sections(ctx, infos, mode), llm.count_tokens, llm.n_ctx,
-                                 cfg.propose_max_tokens * n)
+    messages, fit = fit_sections(system, proposal_sections(ctx, infos, mode), llm.count_tokens,
+                                 prompt_window(llm, cfg, cfg.propose_max_tokens * n), cfg.propose_max_tokens * n)
     record.dropped_sections, record.trimmed_sections = fit.dropped, fit.trimmed
     return messages
 

@@ -16,7 +16,7 @@ from typing import Any
 from core.llm.base import LLM
 from core.llm.config import LLMConfig
 from core.operators import CallRecord, Rejection, call_json, degenerate_fields
-from core.operators.context import Section, curve_stats, fit_sections, format_curves, format_metric, load_prompt
+from core.operators.context import Section, curve_stats, fit_sections, format_curves, format_metric, load_prompt, prompt_window
 
 __all__ = ["Reflection", "ReflectionInput", "curve_stats", "reflect", "unified_diff"]
 
@@ -66,8 +66,8 @@ def unified_diff(parent_source: str, source: str) -> str:
 def reflect(llm: LLM, inp: ReflectionInput, *, cfg: LLMConfig) -> tuple[Reflection, CallRecord]:
     """One schema-constrained reflection; on any failure a numeric fallback with the error recorded."""
     record = CallRecord("reflect")
-    messages, fit = fit_sections(load_prompt("reflect"), reflection_sections(inp), llm.count_tokens, llm.n_ctx,
-                                 cfg.reflect_max_tokens)
+    messages, fit = fit_sections(load_prompt("reflect"), reflection_sections(inp), llm.count_tokens,
+                                 prompt_window(llm, cfg, cfg.reflect_max_tokens), cfg.reflect_max_tokens)
     record.dropped_sections, record.trimmed_sections = fit.dropped, fit.trimmed
     data = call_json(llm, messages, REFLECT_SCHEMA, record, max_tokens=cfg.reflect_max_tokens,
                      temperature=cfg.reflect_temperature, seed=cfg.seed)

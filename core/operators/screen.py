@@ -20,7 +20,7 @@ from typing import Any
 from core.llm.base import LLM
 from core.llm.config import LLMConfig
 from core.operators import CallRecord, Rejection, call_json
-from core.operators.context import NodeView, Section, fit_sections, format_metrics, load_prompt, nodes_section
+from core.operators.context import NodeView, Section, fit_sections, format_metrics, load_prompt, nodes_section, prompt_window
 from core.operators.implement import MechanismLibrary, StaticCheck, implement
 from core.operators.propose import Proposal, proposal_as_text
 
@@ -133,7 +133,8 @@ def _llm_score(llm: LLM, verdict: Screened, parent: NodeView, archive: list[Node
                 Section("Proposal", proposal_as_text(verdict.proposal), 100, required=True),
                 Section("Change", json.dumps(verdict.proposal.change)[:4000], 90)]
     sections = [s for s in sections if s is not None]
-    messages, fit = fit_sections(load_prompt("screen"), sections, llm.count_tokens, llm.n_ctx, cfg.screen_max_tokens)
+    messages, fit = fit_sections(load_prompt("screen"), sections, llm.count_tokens,
+                                 prompt_window(llm, cfg, cfg.screen_max_tokens), cfg.screen_max_tokens)
     record.dropped_sections, record.trimmed_sections = fit.dropped, fit.trimmed
     data = call_json(llm, messages, SCORE_SCHEMA, record, max_tokens=cfg.screen_max_tokens,
                      temperature=cfg.reflect_temperature, seed=cfg.seed + index)
