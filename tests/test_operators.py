@@ -426,3 +426,13 @@ def test_schema_forbids_a_parameter_of_another_mechanism() -> None:
     reply = good_proposal(composition={"advantage": {"name": "dr_grpo", "sigma_min": 0.1}, "policy_loss": {"name": "ppo_clip"}})
     out = run_pipeline(json.dumps(reply), "compose")
     assert isinstance(out, Rejection) and "unexpected key 'sigma_min'" in out.reason
+
+
+@pytest.mark.parametrize("diagnosis", ["][", "10.2", "DIGITAL-ADVANCED-PERSONADEZAMANTEFEBACIONES", ""])
+def test_reflection_without_prose_falls_back_to_the_numbers(diagnosis) -> None:
+    """Replies seen from the 135M model in a real run: schema-valid, but not prose; they must not steer proposals."""
+    reply = {"diagnosis": diagnosis, "evidence": "x", "design_principle": "floor scales", "next_steps": "3"}
+    inp = ReflectionInput("c009", {"title": "Floored std"}, "", metrics={})
+    refl, record = reflect(FakeLLM([json.dumps(reply)]), inp, cfg=LLMConfig())
+    assert refl.fallback and "no prose in diagnosis" in record.error
+    assert refl.diagnosis.startswith("Floored std: outcome evaluated")

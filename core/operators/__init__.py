@@ -92,3 +92,14 @@ def degenerate_fields(data: dict, fields: list[str]) -> list[str]:
         if len(text) >= DEGENERATE_MIN_CHARS and len(zlib.compress(text, 9)) / len(text) < DEGENERATE_RATIO:
             bad.append(name)
     return bad
+
+
+def implausible_fields(data: dict, fields: list[str], min_words: int = 2) -> list[str]:
+    """Names of prose fields that are not prose: fewer than `min_words` alphabetic words
+    (the 135M model fills schemas with "][" or a bare number). Such text must not steer later proposals."""
+    bad = []
+    for name in fields:
+        words = [w for w in str(data.get(name, "")).split() if sum(ch.isalpha() for ch in w) >= 2]
+        if len(words) < min_words:
+            bad.append(name)
+    return bad

@@ -15,7 +15,7 @@ from typing import Any
 
 from core.llm.base import LLM
 from core.llm.config import LLMConfig
-from core.operators import CallRecord, Rejection, call_json, degenerate_fields
+from core.operators import CallRecord, Rejection, call_json, degenerate_fields, implausible_fields
 from core.operators.context import Section, curve_stats, fit_sections, format_curves, format_metric, load_prompt, prompt_window
 
 __all__ = ["Reflection", "ReflectionInput", "curve_stats", "reflect", "unified_diff"]
@@ -76,6 +76,10 @@ def reflect(llm: LLM, inp: ReflectionInput, *, cfg: LLMConfig) -> tuple[Reflecti
     loops = degenerate_fields(data, list(FIELDS))
     if loops:
         record.error = f"degenerate reply: repetitive text in {', '.join(loops)}"
+        return fallback_reflection(inp, record.error), record
+    not_prose = implausible_fields(data, ["diagnosis", "design_principle"])
+    if not_prose:
+        record.error = f"implausible reply: no prose in {', '.join(not_prose)}"
         return fallback_reflection(inp, record.error), record
     return Reflection(**{k: str(data[k]).strip() for k in FIELDS}), record
 
