@@ -436,3 +436,14 @@ def test_reflection_without_prose_falls_back_to_the_numbers(diagnosis) -> None:
     refl, record = reflect(FakeLLM([json.dumps(reply)]), inp, cfg=LLMConfig())
     assert refl.fallback and "no prose in diagnosis" in record.error
     assert refl.diagnosis.startswith("Floored std: outcome evaluated")
+
+
+def test_a_title_that_is_not_prose_is_named_after_the_composition() -> None:
+    from core.operators.propose import _to_proposal
+
+    data = {"title": "", "motivation": "m", "mechanism": "m", "hypothesis": "h", "expected_signals": "s",
+            "composition": {"advantage": {"name": "vm"}, "policy_loss": {"name": "cispo"}, "filters": [{"name": "dynamic_sampling"}]}}
+    prop = _to_proposal(data, "compose", "seed", 0)
+    assert prop.title == "vm advantage + cispo policy loss + dynamic_sampling filters"
+    data["title"] = "Validity-masked CISPO"
+    assert _to_proposal(data, "compose", "seed", 0).title == "Validity-masked CISPO"

@@ -16,7 +16,7 @@ from typing import Any, Literal
 
 from core.llm.base import LLM
 from core.llm.config import LLMConfig
-from core.operators import CallRecord, Rejection, call_json, degenerate_fields
+from core.operators import implausible_fields, CallRecord, Rejection, call_json, degenerate_fields
 from core.operators.context import (
     prompt_window,
     P_CONTRAST,
@@ -304,4 +304,22 @@ def _propose_list(llm: LLM, ctx: ProposalContext, n: int, mode: str, cfg: LLMCon
 
 def _to_proposal(data: dict, mode: str, parent_id: str, seed: int) -> Proposal:
     text = {k: str(data.get(k, "")).strip() for k in TEXT_FIELDS}
-    return Proposal(**text, mode=mode, change=change_from_reply(mode, data), parent_id=parent_id, seed=seed)
+    change = change_from_reply(mode, data)
+    if implausible_fields(text, ["title"]):
+        # A small model's title is often not prose; name the node by what it changes instead.
+        text["title"] = composition_title(change.get("composition")) or text["title"] or f"{mode} change"
+    return Proposal(**text, mode=mode, change=change, parent_id=parent_id, seed=seed)
+
+
+def composition_title(comp: dict | None) -> str:
+    """'vm advantage + cispo loss + fixed entropy': the mechanisms a composition picks, in slot order."""
+    if not isinstance(comp, dict):
+        return ""
+    parts = []
+    for slot, value in comp.items():
+        items = value if isinstance(value, list) else [value]
+        for item in items:
+            name = item.get("name") if isinstance(item, dict) else item
+            if isinstance(name, str) and name:
+                parts.append(f"{name} {slot.replace('_', ' ')}")
+    return " + ".join(parts)[:80]
