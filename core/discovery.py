@@ -12,6 +12,7 @@ import time
 from typing import Any
 
 from core.config import RunConfig
+from core.engine import fault_point
 from core.errors import PoiseError
 from core.jobspec import read_metrics
 from core.rundir import RunPaths
@@ -99,7 +100,7 @@ class Discovery:
         parent_tags = set(self.archive.get(pid).tags or [])
         contrasting = [c for c in scored if set(c.tags or []) - parent_tags][:2]
         outside = [c for c in scored if c.id not in lineage][:2]
-        view = lambda cs: [self.node(c.id, with_source=False) for c in cs]  # noqa: E731
+        view = lambda cs: [self.node(c.id, with_source=False) for c in cs]
         return view(pareto), view(contrasting), view(outside)
 
     def split_keys(self) -> list[str]:
@@ -137,6 +138,7 @@ class Discovery:
         if best is None:
             return None
         cid = self.add_proposed(pid, best.proposal, ranking)
+        fault_point("propose:recorded")
         self.charge(cid, "propose", time.time() - t0, calls)
         return cid
 
@@ -182,6 +184,7 @@ class Discovery:
         from core.operators import Rejection
         from core.operators.implement import implement
 
+        t0 = time.time()
         cand = self.archive.get(cid)
         pid = cand.parent_ids[0]
         out = implement(self.proposal_of(cid), self.ws.read_algorithm(pid), self.library, self.check())
@@ -189,7 +192,9 @@ class Discovery:
             self.archive.set_status(cid, "rejected", str(out)[:500])
             return
         commit = self.ws.create_candidate(cid, pid, out, f"{cand.title} [{cid}]")
+        fault_point("implement:committed")
         self.archive.update(cid, branch=f"cand/{cid}", commit=commit)
+        self.archive.add_cost(cid, "implement", wall_s=time.time() - t0)
         self.archive.set_status(cid, "implemented")
 
     def repair_fn(self, cid: str):
@@ -224,6 +229,7 @@ class Discovery:
                               baseline_metrics=dict(self.archive.get("seed").metrics or {}), outcome=cand.status)
         refl, record = reflect(self.llm, inp, cfg=self.cfg.llm)
         self.archive.update(cid, reflection=refl.to_dict())
+        fault_point("reflect:recorded")
         self.charge(cid, "reflect", time.time() - t0, [record])
         self.archive.set_status(cid, "reflected", "reflection fell back: " + refl.error if refl.fallback else "")
 

@@ -30,6 +30,40 @@ log = logging.getLogger("poise.engine")
 UNFINISHED = ("proposed", "implemented", "verified", "training", "evaluated")
 MAX_EMPTY_ROUNDS = 5
 DONE = ("reflected", "rejected", "diverged", "crashed", "timed_out", "cancelled", "vetoed")
+# Test hook: `POISE_FAULT=<point>` makes the engine SIGKILL itself when it reaches that named point
+# (a crash between two writes that a polling test could not hit reliably). Points: propose:recorded,
+# implement:committed, verify:recorded, train:result, reflect:recorded. Unset in normal use.
+FAULT_ENV = "POISE_FAULT"
+
+
+def fault_point(name: str) -> None:
+    """Die here, as kill -9 would, when the POISE_FAULT test hook names this point."""
+    if os.environ.get(FAULT_ENV) == name:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+def reap_orphan_jobs(jobs_dir: Path) -> list[int]:
+    """Kill the process groups of jobs that a killed engine left running under `jobs_dir`.
+
+    Jobs run in their own session, so they survive a kill -9 of the engine and would keep writing
+    into job directories that the resumed engine reuses. Found through /proc (their cwd is the
+    job dir); Linux only, elsewhere nothing is found. Called under the engine lock, so no live
+    engine owns them; a concurrent `poise eval`/`poise verify` on the same run would be killed too."""
+    root = str(Path(jobs_dir).resolve())
+    own, killed = os.getpgrp(), []
+    for entry in Path("/proc").glob("[0-9]*"):
+        try:
+            cwd = os.readlink(entry / "cwd").removesuffix(" (deleted)")
+            pgid = os.getpgid(int(entry.name))
+        except (OSError, ValueError):
+            continue  # gone, or not ours to inspect
+        if (cwd == root or cwd.startswith(root + os.sep)) and pgid != own and pgid not in killed:
+            try:
+                os.killpg(pgid, signal.SIGKILL)
+                killed.append(pgid)
+            except OSError:
+                pass
+    return killed
 
 
 class Engine:
@@ -133,6 +167,8 @@ class Engine:
 
     # ---- the loop ----
     def run(self, budget: int | None = None) -> int:
+        # Uncommitted edits in <run>/repo were meant for something; refuse rather than run past them.
+        self.ws.ensure_clean()
         lock = EngineLock(self.paths.root).acquire()
         if lock.stale_note:
             log.warning(lock.stale_note)
@@ -163,11 +199,12 @@ class Engine:
                     self.state.state = "finished"
                     break
         finally:
-            if not self.state.message.startswith("error"):
+            failed = self.state.message.startswith("error")
+            if not failed:
                 self.state.message = f"engine {self.state.state}"
             self.publish(stage="idle", progress=0.0)
             lock.release()
-        return 0
+        return 1 if failed else 0  # scripts driving `poise run` see that it stopped on a problem
 
     def step(self, budget: int | None) -> bool:
         """Do one unit of work; False when there is nothing left to do within the budget."""
@@ -259,6 +296,9 @@ class Engine:
         """Make the repo and the archive agree after a crash: a candidate branch the archive does not
         know (killed between git commit and archive write) is removed; a candidate whose recorded
         commit is missing from git goes back to `proposed` so it is implemented again."""
+        orphans = reap_orphan_jobs(self.paths.jobs)
+        if orphans:
+            log.warning("killed %d job(s) left running by the previous engine: process groups %s", len(orphans), orphans)
         branches = self.ws.candidate_branches()
         known = {c.id: c for c in self.archive.all()}
         for cid in set(branches) - set(known):

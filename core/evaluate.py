@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
-from typing import Callable
 
 from core.config import RunConfig
+from core.engine import fault_point
 from core.jobspec import JobResult, JobSpec
 from core.rundir import RunPaths, default_cache_dir
 
@@ -68,10 +69,13 @@ def evaluate(archive, ws, paths: RunPaths, cfg: RunConfig, cand_id: str, seeds: 
              on_progress: Progress | None = None, should_cancel: Callable[[], bool] | None = None):
     """Train and evaluate `cand_id` on `seeds` (default: its recorded seeds or the run's); returns the Candidate."""
     cand = archive.get(cand_id)
-    seeds = list(seeds or cand.seeds or cfg.seeds)
+    # Until a candidate has a result, the run's seeds win over those recorded at its creation: a user
+    # who edits [seeds] in run.toml between `poise init` and `poise run` gets them for the seed too.
+    recorded = list(cand.seeds) if cand.results else []
+    seeds = list(seeds or recorded or cfg.seeds)
     if cand.status != "training":
         archive.set_status(cand_id, "training")
-    archive.update(cand_id, seeds=sorted(set(cand.seeds) | set(seeds)))
+    archive.update(cand_id, seeds=sorted(set(recorded) | set(seeds)))
     ws.verify_frozen(cand_id)
     worktree = ws.worktree(cand_id)
     t0 = time.time()
@@ -90,6 +94,7 @@ def evaluate(archive, ws, paths: RunPaths, cfg: RunConfig, cand_id: str, seeds: 
             archive.add_cost(cand_id, "train", wall_s=time.time() - t0)
             return archive.get(cand_id)
         archive.record_result(cand_id, seed, result)
+        fault_point("train:result")
     archive.add_cost(cand_id, "train", wall_s=time.time() - t0)
     outcomes = [r.get("outcome", "crashed") for r in archive.get(cand_id).results.values()]
     final = min(outcomes, key=OUTCOME_ORDER.index) if outcomes else "crashed"

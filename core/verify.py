@@ -6,10 +6,11 @@ LLM-made or hand-added (`poise verify`).
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from typing import Callable
 
 from core.config import RunConfig
+from core.engine import fault_point
 from core.rundir import RunPaths
 
 Cancel = Callable[[], bool]
@@ -89,6 +90,7 @@ def verify(archive, ws, paths: RunPaths, cfg: RunConfig, cand_id: str, repair: R
     verdict.attempts = attempts
     record = {**asdict(verdict), "seconds": round(time.time() - t0, 2)}
     archive.update(cand_id, verification=record, commit=ws.head(cand_id))
+    fault_point("verify:recorded")
     archive.add_cost(cand_id, "verify", wall_s=record["seconds"])
     if archive.get(cand_id).status == "implemented":  # re-verifying a trained node records, never demotes
         archive.set_status(cand_id, "verified" if verdict.ok else "rejected", verdict.reason[:500])
