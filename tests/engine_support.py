@@ -232,6 +232,7 @@ def write_test_config(run: Path, llm_url: str | None, budget: int, **search: Any
         cfg.llm.backend = "openai"
         cfg.llm.base_url = llm_url
         cfg.llm.n_ctx = 16384
+        cfg.llm.max_prompt_tokens = 0  # test the engine's context wiring, not the CPU trimming policy
         cfg.llm.timeout_s = 60.0
     save_config(cfg, run / "run.toml")
 

@@ -128,10 +128,35 @@ def diagnostics(term: TmuxTerm, session: str, run: Path) -> Callable[[], str]:
     return show
 
 
+def tree_of(term: TmuxTerm, session: str) -> str:
+    """The archive tree's pane: rows under the status bar, left of the detail pane's rule (the status
+    bar and the toasts name candidates too, so reading the whole screen would see nodes that are not there)."""
+    rows = term.screen(session).splitlines()[1:]
+    # The rule's column, read off the tab header row; tree guides deeper down also draw "│".
+    header = next((row for row in rows if "│ Curves" in row), "")
+    cut = header.index("│ Curves") if header else None
+    return "\n".join(row[:cut] for row in rows)
+
+
 def fork_target(text: str) -> str | None:
     """The node the fork dialog names ("Fork seed: optional directive ..."), once it is open."""
     m = re.search(r"Fork (seed|c\d{3}):", text)
     return m.group(1) if m else None
+
+
+def showing(term: TmuxTerm, session: str, text: str) -> Callable[[], str]:
+    """A poll predicate: the session's screen when it contains text, else ''."""
+    def check() -> str:
+        screen = term.screen(session)
+        return screen if text in screen else ""
+    return check
+
+
+def keep(run: Path, label: str, text: str) -> None:
+    """Save a screen next to the run (pytest's basetemp), for a human to look at after a run."""
+    shots = run.parent / "screens"
+    shots.mkdir(exist_ok=True)
+    (shots / f"{len(list(shots.iterdir())):02d}-{label}.txt").write_text(text)
 
 
 def archive_ids(run: Path) -> set[str]:
@@ -156,21 +181,24 @@ def test_real_engine_grows_the_tree_applies_a_fork_and_outlives_the_tui(
     assert pid != tui_pid
 
     # 3. The tree grows: the seed gets its score, then the first LLM proposal becomes a node.
-    poll(lambda: SCORED_SEED.search(term.screen(first)), SEED_S, "the seed's Overall in the tree", show)
+    poll(lambda: SCORED_SEED.search(tree_of(term, first)), SEED_S, "the seed's Overall in the tree", show)
     times["seed scored"] = time.monotonic() - t0
-    poll(lambda: CHILD.search(term.screen(first)), CHILD_S, "a child node (c001...) in the tree", show)
+    poll(lambda: CHILD.search(tree_of(term, first)), CHILD_S, "a child node (c001...) in the tree", show)
     times["child shown"] = time.monotonic() - t0
+    keep(run, "grown", term.screen(first))
 
     # 4. Fork from the keyboard with a directive; the engine's outcome comes back on screen.
     term.keys(first, "f")
     target = poll(lambda: fork_target(term.screen(first)), 30, "the fork dialog", show)
+    keep(run, "fork-dialog", term.screen(first))
     term.type(first, DIRECTIVE)
     term.keys(first, "Enter")
-    poll(lambda: f"fork of {target} queued" in term.screen(first), OUTCOME_S, "the fork outcome on screen", show)
+    outcome = poll(showing(term, first, f"fork of {target} queued"), OUTCOME_S, "the fork outcome on screen", show)
+    keep(run, "fork-outcome", outcome)
     times["fork outcome shown"] = time.monotonic() - t0
     applied = [o for o in command_outcomes(run) if o["name"] == "fork"]
     assert [o["args"] for o in applied] == [{"id": target, "directive": DIRECTIVE}] and applied[0]["ok"]
-    tree_before = candidate_ids(term.screen(first))
+    tree_before = candidate_ids(tree_of(term, first))
 
     # 5. Kill the terminal: the TUI dies, the engine keeps its pid and its heartbeat.
     term.kill_session(first)
@@ -183,11 +211,12 @@ def test_real_engine_grows_the_tree_applies_a_fork_and_outlives_the_tui(
     second = "tui-2"
     term.start(second, tui_argv(run), ROOT, env)
     show = diagnostics(term, second, run)
-    poll(lambda: tree_before <= candidate_ids(term.screen(second)), 60, f"the tree {sorted(tree_before)} again", show)
-    poll(lambda: candidate_ids(term.screen(second)) == archive_ids(run), 60, "the reattached tree = the archive", show)
-    assert SCORED_SEED.search(term.screen(second)), "the reattached tree lost the seed's score"
+    poll(lambda: tree_before <= candidate_ids(tree_of(term, second)), 60, f"the tree {sorted(tree_before)} again", show)
+    poll(lambda: candidate_ids(tree_of(term, second)) == archive_ids(run), 60, "the reattached tree = the archive", show)
+    assert SCORED_SEED.search(tree_of(term, second)), "the reattached tree lost the seed's score"
     assert engine_pid(run) == pid, "reattaching started a second engine"
     times["reattached"] = time.monotonic() - t0
+    keep(run, "reattached", term.screen(second))
 
     # Stop through the inbox, as an operator would; the TUI shows the engine stopped.
     subprocess.run([PY, "-m", "core.cli", "send", str(run), "stop"], cwd=ROOT, env={**os.environ, **env},
@@ -196,4 +225,5 @@ def test_real_engine_grows_the_tree_applies_a_fork_and_outlives_the_tui(
     assert read_state(run).state == "stopped"
     poll(lambda: " stopped " in term.screen(second), 20, "the stopped engine in the status bar", show)
     times["engine stopped"] = time.monotonic() - t0
+    keep(run, "stopped", term.screen(second))
     print("phase times (s since poise-tui started):", {k: round(v, 1) for k, v in times.items()})
