@@ -184,8 +184,8 @@ def test_reflection_falls_back_and_records_error(name: str) -> None:
 def test_screen_survives_malformed_score() -> None:
     prop = Proposal.from_dict({**good_proposal(), "mode": "compose",
                                "change": {"composition": {"advantage": {"name": "av"}, "policy_loss": {"name": "ppo_clip"}}}})
-    llm = FakeLLM([(CORPUS / "screen_bad_score.json").read_text()])
-    res = screen(llm, [prop], parent=parent_node(), archive=[], library=FakeLibrary(), check=fake_static_check, cfg=LLMConfig())
+    llm = FakeLLM([(CORPUS / "screen_bad_score.json").read_text()] * 2)
+    res = screen(llm, [prop, prop], parent=parent_node(), archive=[], library=FakeLibrary(), check=fake_static_check, cfg=LLMConfig())
     assert res.best is not None and res.best.llm_scores == {c: 3 for c in res.best.llm_scores}
     assert any("neutral score" in r for r in res.best.reasons) and res.calls[0].error
 
@@ -447,3 +447,11 @@ def test_a_title_that_is_not_prose_is_named_after_the_composition() -> None:
     assert prop.title == "vm advantage + cispo policy loss + dynamic_sampling filters"
     data["title"] = "Validity-masked CISPO"
     assert _to_proposal(data, "compose", "seed", 0).title == "Validity-masked CISPO"
+
+
+def test_screen_of_a_single_proposal_spends_no_llm_call() -> None:
+    prop = Proposal.from_dict({**good_proposal(), "mode": "compose",
+                               "change": {"composition": {"advantage": {"name": "av"}, "policy_loss": {"name": "ppo_clip"}}}})
+    res = screen(FakeLLM([]), [prop], parent=parent_node(), archive=[], library=FakeLibrary(), check=fake_static_check,
+                 cfg=LLMConfig())
+    assert res.best is not None and res.calls == []

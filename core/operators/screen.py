@@ -100,7 +100,7 @@ def screen(
     result = ScreenResult()
     for i, prop in enumerate(proposals):
         verdict = _gates(prop, parent, known_comps, known_code, library, check)
-        if verdict.passed:
+        if verdict.passed and len(proposals) > 1:  # one proposal: nothing to rank, save the LLM call
             _llm_score(llm, verdict, parent, archive, cfg, i, result.calls)
         result.ranking.append(verdict)
     result.ranking.sort(key=lambda s: (s.passed, s.score), reverse=True)
