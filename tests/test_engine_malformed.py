@@ -86,7 +86,8 @@ def test_bad_replies_mid_loop_do_not_stop_a_good_candidate(tmp_path_factory, tmp
     """Garbage proposals, a malformed screening score and a malformed reflection around one valid proposal:
     the valid one is trained and reflected (with the numeric fallback), the rest are recorded rejections."""
     cache = session_cache(tmp_path_factory)
-    script = [corpus("truncated_json.txt"), corpus("wrong_schema.json"), corpus("unknown_mechanism.json"), proposal(0)]
+    # round 1: two unusable replies; round 2: two valid ones, so screening asks the LLM (and gets garbage)
+    script = [corpus("truncated_json.txt"), corpus("unknown_mechanism.json"), proposal(0), proposal(1)]
     with FakeOpenAIServer(propose=script, screen=[corpus("screen_bad_score.json")],
                           reflect=[corpus("reflect_wrong_schema.json")]) as srv:
         run = copy_run(_base_run(tmp_path_factory), tmp_path / "run", srv.base_url, budget=1,
@@ -97,8 +98,8 @@ def test_bad_replies_mid_loop_do_not_stop_a_good_candidate(tmp_path_factory, tmp
     assert good.status == "reflected" and good.reflection["fallback"] and "does not match the schema" in good.reflection["error"]
     assert any("neutral score" in r for s in good.proposal["screening"] for r in s["reasons"])
     reasons = [c.history[-1]["reason"] for c in cands if c.status == "rejected"]
-    assert len(reasons) == 3 and "not valid JSON" in reasons[0] and "does not match the schema" in reasons[1]
-    assert "is not one of" in reasons[2]
+    assert len(reasons) == 2 and "not valid JSON" in reasons[0] and "is not one of" in reasons[1]
+    assert srv.counts["screen"] == 2 and all(s["llm_scores"] for s in good.proposal["screening"])
 
 
 def test_failed_verification_with_a_malformed_repair_is_rejected_with_its_reason(tmp_path_factory, tmp_path: Path) -> None:
