@@ -96,7 +96,9 @@ class Discovery:
         """Pareto-front nodes, structurally contrasting nodes (other mechanism tags), nodes outside the lineage."""
         lineage = {pid, *(a.id for a in self.archive.ancestors(pid))}
         scored = [c for c in self.scored() if c.id != pid]
-        pareto = [c for c in self.archive.pareto_front(self.split_keys(), "selection") if c.id != pid][:3]
+        keys = self.split_keys()  # none while nothing is scored (e.g. a fork before any evaluation)
+        front = self.archive.pareto_front(keys, "selection") if keys else []
+        pareto = [c for c in front if c.id != pid][:3]
         parent_tags = set(self.archive.get(pid).tags or [])
         contrasting = [c for c in scored if set(c.tags or []) - parent_tags][:2]
         outside = [c for c in scored if c.id not in lineage][:2]

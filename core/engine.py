@@ -268,9 +268,14 @@ class Engine:
             c = self.archive.get(cid)
             if c.status in ("reflected", "evaluated", "diverged", "crashed", "timed_out", "cancelled"):
                 evaluate(self.archive, self.ws, self.paths, self.cfg, cid, seeds,
-                         on_progress=lambda m, f: self.publish(message=m, progress=f))
-                if c.status == "reflected" and self.archive.get(cid).status == "evaluated":
-                    self.archive.set_status(cid, "reflected", f"re-evaluated on seeds {seeds}")
+                         on_progress=lambda m, f: self.publish(message=m, progress=f),
+                         should_cancel=self.cancel_requested)
+                after = self.archive.get(cid).status
+                # A reflected node stays reflected (and scored) whatever the new seeds did: one diverged
+                # seed must not drop the baseline out of selection. Its outcome is in results[seed].
+                if c.status == "reflected" and after in ("evaluated", "diverged", "crashed", "timed_out"):
+                    note = "" if after == "evaluated" else f" (a new seed ended {after})"
+                    self.archive.set_status(cid, "reflected", f"re-evaluated on seeds {seeds}{note}")
         elif item["kind"] == "fork":
             self.publish("propose", cid, 0.0, f"forking from {cid}")
             self.discovery.propose_children([cid], directive=item.get("directive") or self.cfg.directive)

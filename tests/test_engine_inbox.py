@@ -19,6 +19,7 @@ from engine_support import (
 from engine_support import base_run as _base_run
 
 from core.archive import Archive
+from core.config import load_config, save_config
 from core.engine import reap_orphan_jobs
 from core.inbox import command_outcomes, send_command
 
@@ -44,6 +45,10 @@ def test_inbox_commands_steer_a_live_engine(tmp_path_factory, tmp_path: Path) ->
     cache = session_cache(tmp_path_factory)
     with FakeOpenAIServer(delay_s=0.2) as srv:
         run = copy_run(_base_run(tmp_path_factory), tmp_path / "run", srv.base_url, budget=1)
+        cfg = load_config(run / "run.toml")
+        cfg.tiny.steps = 30  # long enough that `stop` reliably lands while c002's job is still training
+        cfg.early_kill.zero_reward_steps = 1000  # the 8-step warm start earns 0 reward: not a divergence here
+        save_config(cfg, run / "run.toml")
         proc = start_engine(run, cache)
         try:
             _pause_and_commands_while_paused(run, proc, srv)
