@@ -106,6 +106,7 @@ class Engine:
         st.wall_s = time.time() - self.started
         st.candidates_done = self.new_candidates_done()
         st.llm_tokens = self.llm_tokens_used()
+        st.llm_tokens_per_s = self.llm_tokens_per_s()
         st.queue = self.queue.describe()
         write_state(self.paths.root, st)
 
@@ -113,6 +114,13 @@ class Engine:
         """Candidates (not the seed) whose training reached an outcome: what the budget counts."""
         trained = {"evaluated", "reflected", "diverged", "crashed", "timed_out"}
         return sum(1 for c in self.archive.all() if c.id != "seed" and c.status in trained)
+
+    def llm_tokens_per_s(self) -> float:
+        """Throughput of the LLM over the run: tokens / seconds spent inside LLM calls."""
+        cands = self.archive.all()
+        seconds = sum(float((c.costs or {}).get("llm_s", 0.0)) for c in cands)
+        tokens = sum(int((c.costs or {}).get("llm_tokens", 0)) for c in cands)
+        return round(tokens / seconds, 1) if seconds > 0 else 0.0
 
     def llm_tokens_used(self) -> int:
         return sum(int((c.costs or {}).get("llm_tokens", 0)) for c in self.archive.all())
@@ -198,6 +206,10 @@ class Engine:
                 if not more:
                     self.state.state = "finished"
                     break
+        except BaseException as exc:  # a bug or kill: never leave engine.json claiming "running"
+            self.state.state = "stopped"
+            self.state.message = f"error: engine crashed: {type(exc).__name__}: {exc}"[:300]
+            raise
         finally:
             failed = self.state.message.startswith("error")
             if not failed:
