@@ -71,9 +71,10 @@ def kill_once(run: Path, cache: Path, how: str, arg) -> None:
 
         wait_for(at_stage, 300, f"stage {arg}", proc=proc, run=run, interval=0.02)
     else:
-        # >= 3 s: an engine killed inside its first second may leave engine.lock.acquire behind, which
-        # blocks the next start for 10 s by design (see core/lock.py).
-        _sleep_unless_exit(proc, random.Random(1000 + arg).uniform(3.0, 10.0))
+        # Timed from the first published state: an engine killed while taking its lock leaves
+        # engine.lock.acquire behind, which blocks the next start for 10 s by design (core/lock.py).
+        wait_for(lambda: read_engine_json(run).get("pid") == proc.pid, 120, "the engine to start", proc=proc, run=run)
+        _sleep_unless_exit(proc, random.Random(1000 + arg).uniform(0.5, 8.0))
     os.kill(proc.pid, signal.SIGKILL)  # only the engine, like `kill -9 <pid>`: its jobs live on as orphans
     proc.wait(timeout=30)
 
