@@ -32,10 +32,11 @@ class EngineLock:
         try:
             fd = os.open(guard, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
         except FileExistsError:
-            if time.time() - guard.stat().st_mtime < 10:
+            if self._guard_owner_alive(guard):
                 raise EngineLockedError(f"another engine is starting on {self.run_dir}; try again in a few seconds") from None
             guard.unlink(missing_ok=True)  # left by a process killed mid-acquire
             return self.acquire()
+        os.write(fd, str(os.getpid()).encode())
         try:
             self._check_existing()
             self._beat()
@@ -45,6 +46,17 @@ class EngineLock:
         self._thread = threading.Thread(target=self._heartbeat_loop, name="engine-heartbeat", daemon=True)
         self._thread.start()
         return self
+
+    @staticmethod
+    def _guard_owner_alive(guard: Path) -> bool:
+        """The guard holds its creator's pid; an unreadable one (killed before writing it) is judged by age."""
+        try:
+            return pid_alive(int(guard.read_text().strip()))
+        except (OSError, ValueError):
+            try:
+                return time.time() - guard.stat().st_mtime < 2
+            except OSError:
+                return False
 
     def _check_existing(self) -> None:
         lock = read_lock(self.run_dir)

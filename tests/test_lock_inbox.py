@@ -72,3 +72,22 @@ def test_inbox_round_trip_in_order(tmp_path):
 def test_unknown_command_is_refused_at_the_sender(tmp_path):
     with pytest.raises(PoiseError, match="valid: pause"):
         send_command(tmp_path, "explode")
+
+
+def test_guard_left_by_a_killed_engine_does_not_block_the_next(tmp_path):
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    lock_path(tmp_path).with_suffix(".acquire").write_text(str(dead.pid))
+    lock = EngineLock(tmp_path).acquire()
+    lock.release()
+
+
+def test_guard_of_a_live_starter_is_respected(tmp_path):
+    holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        lock_path(tmp_path).with_suffix(".acquire").write_text(str(holder.pid))
+        with pytest.raises(EngineLockedError, match="starting"):
+            EngineLock(tmp_path).acquire()
+    finally:
+        holder.kill()
+        holder.wait()
