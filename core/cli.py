@@ -79,6 +79,7 @@ def cmd_status(a: argparse.Namespace) -> int:
     from collections import Counter
 
     from core.config import load_config
+    from core.elites import best_confirmed, is_confirmed
     from core.runstate import read_state
 
     paths, archive = _open(a.dir)
@@ -89,10 +90,19 @@ def cmd_status(a: argparse.Namespace) -> int:
     print(f"run {cfg.name} ({paths.root}), recipe {cfg.recipe}, seeds {cfg.seeds}")
     print(f"engine: {st.state}" + (f", {st.stage} {st.candidate} {st.message}" if st.state == "running" else ""))
     print(f"candidates: {len(cands)}  " + "  ".join(f"{k}={v}" for k, v in sorted(counts.items())))
-    best = archive.best("selection")
-    if best is not None:
-        print(f"best (selection): {best.id} {best.title}  overall {_overall(best)}  held-out {_overall(best, 'heldout')}")
+    # The run's best is the best candidate confirmed on fresh seeds; the top by selection is shown too
+    # when it differs, labelled, since its score rests only on the seeds that selected it.
+    confirmed, best = best_confirmed(cands), archive.best("selection")
+    if confirmed is not None:
+        print(f"best (confirmed): {confirmed.id} {confirmed.title}  {_scores(confirmed)}")
+    if best is not None and (confirmed is None or best.id != confirmed.id):
+        mark = "" if is_confirmed(best) else " (unconfirmed)"
+        print(f"best (selection): {best.id}{mark} {best.title}  {_scores(best)}")
     return 0
+
+
+def _scores(c) -> str:
+    return f"overall {_overall(c)}  held-out {_overall(c, 'heldout')}"
 
 
 def cmd_show(a: argparse.Namespace) -> int:

@@ -9,6 +9,7 @@ archive holds every stage of every attempt and a malformed reply never crashes t
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass, field
 from typing import Any
 
 from core.config import RunConfig
@@ -18,6 +19,30 @@ from core.jobspec import read_metrics
 from core.rundir import RunPaths
 
 SCORED = ("evaluated", "reflected")
+
+
+@dataclass
+class ChildPlan:
+    """One parent's proposals and screening, computed but not yet written (Discovery.plan_child); the
+    archive records are made by Discovery.record_child, in the engine's thread."""
+
+    pid: str
+    directive: str
+    unusable: list = field(default_factory=list)  # Rejection per reply that was no usable proposal
+    screened_out: list = field(default_factory=list)  # Screened that failed a gate (never the best)
+    best: Any = None  # the Screened to implement, None when every proposal failed a gate
+    ranking: list[dict] = field(default_factory=list)  # every Screened.to_dict(), best first
+    calls: list = field(default_factory=list)  # CallRecord of every LLM call made
+    started: float = 0.0
+    finished: float = 0.0
+
+    @property
+    def seconds(self) -> float:
+        return max(self.finished - self.started, 0.0)
+
+    @property
+    def tokens(self) -> int:
+        return sum(c.prompt_tokens + c.completion_tokens for c in self.calls)
 
 
 class Discovery:
@@ -113,36 +138,89 @@ class Discovery:
         return []
 
     def propose_one_child(self, pid: str, directive: str) -> str | None:
+        return self.record_child(self.plan_child(pid, directive))
+
+    def plan_child(self, pid: str, directive: str) -> ChildPlan:
+        """Propose for `pid` and screen the proposals: LLM calls and reads of this Discovery's archive and
+        repo only, no writes, so it can run on a snapshot (`reader()`) in a background thread."""
         from core.operators.propose import ProposalContext, propose
         from core.operators.screen import screen
 
-        t0 = time.time()
+        plan = ChildPlan(pid=pid, directive=directive, started=time.time())
         pareto, contrasting, outside = self.reference_tiers(pid)
         ctx = ProposalContext(parent=self.node(pid), pareto=pareto, contrasting=contrasting, outside=outside,
                               directive=directive, use_reflection=self.cfg.search.use_reflection,
                               use_priors=self.cfg.search.use_priors)
         rnd = propose(self.llm, ctx, n=self.cfg.search.proposals_per_parent, mode=self.cfg.search.change_mode,
                       cfg=self.cfg.llm, library=self.library, seed=self.proposal_seed())
-        calls = list(rnd.calls)
-        for rej in rnd.rejections:
+        plan.calls, plan.unusable = list(rnd.calls), list(rnd.rejections)
+        if rnd.proposals:
+            known = [self.node(c.id) for c in self.archive.all() if c.commit and c.status not in ("rejected", "vetoed")]
+            result = screen(self.llm, rnd.proposals, parent=ctx.parent, archive=known, library=self.library,
+                            check=self.check(), cfg=self.cfg.llm)
+            plan.calls += result.calls
+            plan.best, plan.ranking = result.best, [s.to_dict() for s in result.ranking]
+            plan.screened_out = [s for s in result.ranking if s is not result.best and not s.passed]
+        plan.finished = time.time()
+        return plan
+
+    def record_child(self, plan: ChildPlan, waited_s: float | None = None) -> str | None:
+        """Write what `plan_child` found: its rejections, then the new `proposed` candidate and its cost.
+
+        `waited_s`: None when the plan was computed just now in the foreground (its whole time is charged);
+        else the part of a background plan the engine waited for, and the rest is recorded as overlapped."""
+        t0 = time.time()
+        pid = plan.pid
+        for rej in plan.unusable:
             self.record_rejection(pid, "(unusable proposal)", str(rej), {"stage": rej.stage, "detail": rej.detail})
-        if not rnd.proposals:
+        if not plan.ranking:
             return None
-        known = [self.node(c.id) for c in self.archive.all() if c.commit and c.status not in ("rejected", "vetoed")]
-        result = screen(self.llm, rnd.proposals, parent=ctx.parent, archive=known, library=self.library,
-                        check=self.check(), cfg=self.cfg.llm)
-        calls += result.calls
-        best = result.best
-        ranking = [s.to_dict() for s in result.ranking]
-        for s in result.ranking:
-            if s is not best and not s.passed:
-                self.record_rejection(pid, s.proposal.title, "screening: " + "; ".join(s.reasons), {"proposal": s.proposal.to_dict()})
-        if best is None:
+        for s in plan.screened_out:
+            self.record_rejection(pid, s.proposal.title, "screening: " + "; ".join(s.reasons), {"proposal": s.proposal.to_dict()})
+        if plan.best is None:
             return None
-        cid = self.add_proposed(pid, best.proposal, ranking)
+        cid = self.add_proposed(pid, plan.best.proposal, plan.ranking)
         fault_point("propose:recorded")
-        self.charge(cid, "propose", time.time() - t0, calls)
+        wall = time.time() - plan.started if waited_s is None else waited_s + time.time() - t0
+        self.charge(cid, "propose", wall, plan.calls)
+        if waited_s is not None:
+            self.note_overlap(cid, "propose", plan.seconds - waited_s)
         return cid
+
+    def note_overlap(self, cid: str, stage: str, seconds: float) -> None:
+        """Seconds of `stage` that ran in the background while the engine did something else: kept apart
+        from costs.wall_s (the engine's own time per stage), so per-stage wall times still sum to the run."""
+        costs = dict(self.archive.get(cid).costs)
+        costs["overlapped_s"] = {**costs.get("overlapped_s", {}), stage: round(max(seconds, 0.0), 3)}
+        self.archive.update(cid, costs=costs)
+
+    def reader(self, llm: Any = None) -> Discovery:
+        """A Discovery over a snapshot of the run: its own read-only Archive and Workspace (TinyDB and
+        GitPython objects are not shared across threads), sharing this one's mechanism library and model
+        (or `llm`, e.g. a wrapper of it; the llama.cpp backend serialises calls with its own lock).
+        For `plan_child` in a background thread."""
+        from core.archive import Archive
+        from core.workspace import Workspace
+
+        view = Discovery(Archive.open(self.paths.root, readonly=True), Workspace.open(self.paths.root), self.cfg, self.paths)
+        view._llm, view._library, view._round = llm or self.llm, self.library, self._round
+        return view
+
+    @property
+    def rounds(self) -> int:
+        """Parent selections made so far (part of the selection rng's seed)."""
+        return self._round
+
+    def close(self) -> None:
+        """Release the snapshot's git helper processes (a reader's; the engine's own live as long as it does)."""
+        self.ws.close()
+        self.archive.close()
+
+    def record_children(self, plans: list[ChildPlan], waited: list[float], rounds: int) -> list[str]:
+        """Record plans made in the background (in parent order, as a foreground round would) and take over
+        the reader's round counter, so later rounds draw the same parent-selection rng as without prefetch."""
+        self._round = max(self._round, rounds)
+        return [cid for plan, w in zip(plans, waited, strict=True) if (cid := self.record_child(plan, w))]
 
     def proposal_seed(self) -> int:
         """Different seeds every round (a repeated parent gets new proposals), reproducible from the archive size."""

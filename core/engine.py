@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 from core.config import RunConfig, load_config
+from core.elites import CONFIRM_REASON, fresh_seeds, mark_confirmed, to_confirm
 from core.errors import PoiseError
 from core.inbox import mark_done, pending_commands
 from core.lock import EngineLock
@@ -32,7 +33,7 @@ MAX_EMPTY_ROUNDS = 5
 DONE = ("reflected", "rejected", "diverged", "crashed", "timed_out", "cancelled", "vetoed")
 # Test hook: `POISE_FAULT=<point>` makes the engine SIGKILL itself when it reaches that named point
 # (a crash between two writes that a polling test could not hit reliably). Points: propose:recorded,
-# implement:committed, verify:recorded, train:result, reflect:recorded. Unset in normal use.
+# implement:committed, verify:recorded, train:result, reflect:recorded, confirm:evaluated. Unset in normal use.
 FAULT_ENV = "POISE_FAULT"
 
 
@@ -67,6 +68,9 @@ def reap_orphan_jobs(jobs_dir: Path) -> list[int]:
 
 
 class Engine:
+    # The next round's proposals, made in the background while a candidate trains (core/prefetch.py).
+    _prefetch = None
+
     def __init__(self, run_dir: Path) -> None:
         from core.archive import Archive
         from core.workspace import Workspace
@@ -113,7 +117,8 @@ class Engine:
     def new_candidates_done(self) -> int:
         """Candidates (not the seed) whose training reached an outcome: what the budget counts."""
         trained = {"evaluated", "reflected", "diverged", "crashed", "timed_out"}
-        return sum(1 for c in self.archive.all() if c.id != "seed" and c.status in trained)
+        confirming = self.confirming_ids()  # trained before; back in `training` only for their fresh seeds
+        return sum(1 for c in self.archive.all() if c.id != "seed" and (c.status in trained or c.id in confirming))
 
     def llm_tokens_per_s(self) -> float:
         """Throughput of the LLM over the run: tokens / seconds spent inside LLM calls."""
@@ -133,6 +138,17 @@ class Engine:
         if b.wall_hours and time.time() - self.started > b.wall_hours * 3600:
             return False
         return not (b.llm_tokens and self.llm_tokens_used() >= b.llm_tokens)
+
+    def slots_left(self, budget: int | None) -> int | None:
+        """How many candidates a new round may still create (None: no candidate budget): the budget minus
+        those trained and those still on their way, so a round never overshoots it (2 parents, 1 left)."""
+        limit = self.cfg.budget.candidates if budget is None else budget
+        if not limit:
+            return None
+        confirming = self.confirming_ids()  # already counted as done
+        pending = sum(1 for c in self.archive.all() if c.id != "seed" and c.id not in confirming
+                      and c.status in ("proposed", "implemented", "verified", "training"))
+        return max(0, limit - self.new_candidates_done() - pending)
 
     # ---- inbox ----
     def apply_inbox(self) -> None:
@@ -211,6 +227,7 @@ class Engine:
             self.state.message = f"error: engine crashed: {type(exc).__name__}: {exc}"[:300]
             raise
         finally:
+            self.drop_prefetch()
             failed = self.state.message.startswith("error")
             if not failed:
                 self.state.message = f"engine {self.state.state}"
@@ -228,13 +245,16 @@ class Engine:
         if item is not None:
             self.do_queued(item)
             return True
+        if self.queue_confirmations(budget):
+            return True
         if not self.budget_left(budget):
             return False
-        self.new_round()
+        self.new_round(budget)
         return True
 
     def next_unfinished(self):
-        cands = [c for c in self.archive.all() if c.status in UNFINISHED]
+        confirming = self.confirming_ids()
+        cands = [c for c in self.archive.all() if c.status in UNFINISHED and c.id not in confirming]
         # The seed first (everything is compared with it), then oldest first.
         cands.sort(key=lambda c: (c.id != "seed", c.created_at))
         return cands[0] if cands else None
@@ -254,6 +274,7 @@ class Engine:
                    should_cancel=self.cancel_requested)
         elif cand.status in ("verified", "training"):
             self.publish("train", cid, 0.0, f"training {cid}")
+            self.prefetch_next_round(cid)
             evaluate(self.archive, self.ws, self.paths, self.cfg, cid,
                      on_progress=lambda m, f: self.publish(message=m, progress=f),
                      should_cancel=self.cancel_requested)
@@ -291,22 +312,105 @@ class Engine:
         elif item["kind"] == "fork":
             self.publish("propose", cid, 0.0, f"forking from {cid}")
             self.discovery.propose_children([cid], directive=item.get("directive") or self.cfg.directive)
+        elif item["kind"] == "confirm" and not self.confirm(item):
+            return  # stopped before every fresh seed had a result: the item stays queued for the next run
         self.queue.pop(item)
+
+    # ---- elite confirmation (core/elites.py): fresh seeds before a candidate counts as the run's best ----
+    def queue_confirmations(self, budget: int | None) -> bool:
+        """Queue a `confirm` item per elite to confirm now; True when any was queued. Called only with
+        nothing unfinished and nothing queued, so every elite is reflected and no stage of it is pending.
+        Confirmation counts against no budget; core/elites.py says why it ends."""
+        search = self.cfg.search
+        if search.confirm_when == "end" and self.budget_left(budget):
+            return False
+        todo = to_confirm(self.archive, search.confirm_top_k)
+        for c in todo:
+            # The seeds are fixed here, in the persistent item, so a resumed confirmation reuses them.
+            self.queue.push("confirm", f"confirm-{c.id}", id=c.id, seeds=fresh_seeds(c, self.cfg.seeds))
+        return bool(todo)
+
+    def confirming_ids(self) -> set[str]:
+        """Candidates with a queued confirmation: their stages belong to that item (a resumed evaluation on
+        the fresh seeds), not to the pipeline, which would train them on other seeds and reflect again."""
+        return {str(x.get("id")) for x in self.queue.items if x.get("kind") == "confirm"}
+
+    def confirm(self, item: dict) -> bool:
+        """Evaluate an elite on its fresh seeds, keep it reflected, tag it confirmed; idempotent after a
+        crash at any point. False when stopped before every fresh seed has a result."""
+        from core.evaluate import evaluate
+
+        cid, seeds = str(item["id"]), [int(s) for s in item["seeds"]]
+        self.publish("confirm", cid, 0.0, f"confirming {cid} on fresh seeds {seeds}")
+        c = self.archive.get(cid)
+        if c.status == "training" or any(str(s) not in c.results for s in seeds):
+            c = evaluate(self.archive, self.ws, self.paths, self.cfg, cid, seeds,
+                         on_progress=lambda m, f: self.publish(message=m, progress=f),
+                         should_cancel=self.cancel_requested)
+            if c.status == "training":
+                return False
+        fault_point("confirm:evaluated")
+        if c.status != "reflected":  # evaluated, or the worst outcome over its seeds: it stays scored
+            note = "" if c.status == "evaluated" else f" (a seed ended {c.status})"
+            self.archive.set_status(cid, "reflected", f"{CONFIRM_REASON} {seeds}{note}")
+        mark_confirmed(self.archive, cid)
+        return True
 
     def fresh_seeds(self, cid: str) -> list[int]:
         used = set(self.archive.get(cid).seeds) | set(self.cfg.seeds)
         start = max(used) + 1 if used else 0
         return list(range(start, start + len(self.cfg.seeds)))
 
-    def new_round(self) -> None:
-        self.publish("select", "", 0.0, "selecting parents")
-        parents = self.discovery.select_parents()
-        self.publish("propose", ",".join(parents), 0.0, f"proposing children of {', '.join(parents)}")
-        created = self.discovery.propose_children(parents, directive=self.cfg.directive)
+    def new_round(self, budget: int | None = None) -> None:
+        slots = self.slots_left(budget)  # >= 1 here: step() checked the budget and nothing is unfinished
+        created = self.take_prefetch(slots)
+        if created is None:
+            self.publish("select", "", 0.0, "selecting parents")
+            parents = self.discovery.select_parents()[:slots]
+            self.publish("propose", ",".join(parents), 0.0, f"proposing children of {', '.join(parents)}")
+            created = self.discovery.propose_children(parents, directive=self.cfg.directive)
         self._empty_rounds = 0 if created else self._empty_rounds + 1
         if self._empty_rounds >= MAX_EMPTY_ROUNDS:
             raise PoiseError(f"{MAX_EMPTY_ROUNDS} rounds in a row produced no usable proposal; "
                              "see the rejected candidates' reasons, or use a stronger model ([llm] model_path)")
+
+    # ---- the next round's proposals, made while a candidate trains (core/prefetch.py) ----
+    def prefetch_next_round(self, cid: str) -> None:
+        """Start proposing the next round in the background while `cid` trains, when `cid` is the last
+        unfinished candidate (the others' results are then known to parent selection) and the budget
+        allows another round after it. [search] prefetch_proposals = false turns this off."""
+        if not self.cfg.search.prefetch_proposals or self._prefetch is not None:
+            return
+        if any(c.id != cid and c.status in UNFINISHED for c in self.archive.all()):
+            return
+        limit = self.state.candidates_budget  # --budget when given, else [budget] candidates
+        slots = self.slots_left(limit)
+        if slots == 0 or not self.budget_left(limit):
+            return
+        from core.prefetch import start_prefetch
+
+        self._prefetch = start_prefetch(self.discovery, self.cfg.directive, slots)
+
+    def take_prefetch(self, slots: int | None) -> list[str] | None:
+        """The ids a prefetched round created, or None when there was none or it no longer fits."""
+        pf, self._prefetch = self._prefetch, None
+        if pf is None:
+            return None
+        from core.prefetch import take
+
+        self.publish("propose", ",".join(pf.parents), 0.0,
+                     f"proposing children of {', '.join(pf.parents)} (started while the last candidate trained)")
+        return take(pf, self.discovery, self.cfg.directive, slots, self.cancel_requested)
+
+    def drop_prefetch(self) -> None:
+        """On exit: a background round still running is cancelled and waited for (core/prefetch.py says why)."""
+        pf, self._prefetch = self._prefetch, None
+        if pf is not None:
+            from core.prefetch import drop
+
+            if pf.running:
+                self.publish(message="stopping: waiting for the background proposal's LLM call to end")
+            drop(pf, self.discovery)
 
     # ---- crash recovery ----
     def recover(self) -> None:

@@ -140,13 +140,15 @@ def root_depths(candidates: Sequence[CandidateLike]) -> dict[str, int]:
 
 
 def mechanism_names(c: CandidateLike) -> set[str]:
-    """Mechanism names a node uses: its tags plus the names found in proposal['composition']."""
-    names = {str(t) for t in (c.tags or [])}
+    """Mechanism names a node uses: its tags plus the names found in proposal['composition'].
+    Status tags (e.g. `confirmed` from elite confirmation) are not mechanisms."""
+    names = {str(t) for t in (c.tags or []) if t not in STATUS_TAGS}
     comp = (c.proposal or {}).get("composition")
     names.update(_names_in(comp))
     return names
 
 
+STATUS_TAGS = ("confirmed",)  # core.elites.CONFIRMED_TAG; not imported, features stay dependency-free
 _PARAM_KEYS = ("params", "hparams", "kwargs")
 
 

@@ -2,7 +2,9 @@
 
 What it holds, in order:
 
-  * a summary: candidates by status, the seed (GRPO) and the best candidate on the held-out part;
+  * a summary: candidates by status, the seed (GRPO) and the run's best on the held-out part: the best
+    candidate *confirmed* on fresh seeds (core/elites.py), with the top one by selection when it differs,
+    labelled "(unconfirmed)" while its score rests on the seeds that selected it;
   * the genealogy: a text tree (id, title, status, selection Overall with its interval) and a plot
     of the selection Overall by candidate order with the lineage edges (genealogy.png);
   * the best candidates, ranked on the *selection* part and reported on the *held-out* part, each
@@ -30,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from core.archive import SCORED, Archive, Candidate
+from core.elites import CONFIRMED_TAG, best_confirmed, is_confirmed
 from core.errors import PoiseError
 from core.jobspec import read_metrics
 
@@ -55,6 +58,9 @@ def write_report(run_dir: str | Path, top_n: int = TOP_N) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     seed = find_seed(cands)
     best = best_candidates(cands, seed, top_n)
+    confirmed = best_confirmed(cands)
+    if confirmed is not None and confirmed.id not in {c.id for c in best}:
+        best.append(confirmed)  # the run's best gets its section whatever its rank by selection
     sections = [
         _header(run, cands),
         _summary(cands, seed, best),
@@ -141,15 +147,26 @@ def _summary(cands: Sequence[Candidate], seed: Candidate | None, best: Sequence[
     lines = ["## Summary", "", "Candidates by status: " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())) + "."]
     if seed:
         lines.append(f"Seed `{seed.id}` ({_title(seed)}): held-out Overall {_fmt_ci(_metric(seed, 'heldout'))}.")
-    if best:
-        top = best[0]
-        lines.append(
-            f"Best by selection: `{top.id}` ({_title(top)}): held-out Overall {_fmt_ci(_metric(top, 'heldout'))}, "
-            f"paired difference to the seed {paired_vs(top, seed)}."
-        )
-    else:
+    confirmed = best_confirmed(list(cands))
+    if confirmed:
+        lines.append(f"Run's best (confirmed on fresh seeds): {_best_line(confirmed, seed)}")
+    if best and (confirmed is None or best[0].id != confirmed.id):
+        lines.append(f"Best by selection: {_best_line(best[0], seed)}")
+    if best and not confirmed:
+        lines.append("No candidate has been confirmed on fresh seeds yet ([search] confirm_top_k in run.toml).")
+    if not best:
         lines.append("No candidate besides the seed has been evaluated yet.")
     return "\n".join(lines)
+
+
+def _best_line(c: Candidate, seed: Candidate | None) -> str:
+    return (f"`{c.id}`{_unconfirmed(c)} ({_title(c)}): held-out Overall {_fmt_ci(_metric(c, 'heldout'))}, "
+            f"paired difference to the seed {paired_vs(c, seed)}.")
+
+
+def _unconfirmed(c: Candidate) -> str:
+    """The label of a score that only the seeds that selected it support (the winner's curse)."""
+    return "" if is_confirmed(c) else " (unconfirmed)"
 
 
 def genealogy_lines(cands: Sequence[Candidate]) -> list[str]:
@@ -178,7 +195,8 @@ def genealogy_lines(cands: Sequence[Candidate]) -> list[str]:
 def _tree_label(c: Candidate) -> str:
     extra = f" (also child of {', '.join(c.parent_ids[1:])})" if len(c.parent_ids) > 1 else ""
     score = _fmt_ci(_metric(c, "selection")) if c.status in SCORED else ""
-    return f"{c.id}  {_title(c)}  [{c.status}]  {score}".rstrip() + extra
+    mark = "  confirmed" if is_confirmed(c) else ""
+    return f"{c.id}  {_title(c)}  [{c.status}]  {score}".rstrip() + mark + extra
 
 
 def _genealogy_section(cands: Sequence[Candidate], out: Path) -> str:
@@ -193,20 +211,27 @@ def _best_section(run: Path, cands: Sequence[Candidate], seed: Candidate | None,
         return "## Best candidates\n\nNone evaluated yet."
     rows = ["| rank | id | title | selection Overall | held-out Overall | held-out vs seed (paired) |",
             "|---|---|---|---|---|---|"]
-    for i, c in enumerate(best, 1):
-        rows.append(f"| {i} | `{c.id}` | {_title(c)} | {_fmt_ci(_metric(c, 'selection'))} | "
+    ranked = [c.id for c in best_candidates(cands, seed, len(cands))]
+    for c in best:
+        i = ranked.index(c.id) + 1
+        rows.append(f"| {i} | `{c.id}` | {_title(c)}{_unconfirmed(c)} | {_fmt_ci(_metric(c, 'selection'))} | "
                     f"{_fmt_ci(_metric(c, 'heldout'))} | {paired_vs(c, seed)} |")
     intro = ("Ranked on the selection part, reported on the held-out part, which the search never saw. "
-             "Differences are paired over the seeds both candidates ran (95% bootstrap interval).")
+             "Differences are paired over the seeds both candidates ran (95% bootstrap interval). "
+             "A confirmed candidate was re-evaluated on fresh seeds and its scores pool all its seeds; "
+             "an unconfirmed one is scored only on the seeds that selected it.")
     diffs = seed_diffs(run, [c.id for c in best])
     details = [_candidate_detail(c, seed, diffs[c.id]) for c in best]
     return "\n\n".join(["## Best candidates", intro, "\n".join(rows), *details])
 
 
 def _candidate_detail(c: Candidate, seed: Candidate | None, diff: str) -> str:
-    head = f"### `{c.id}`: {_title(c)}\n\nParents: {', '.join(c.parent_ids) or 'none'}."
-    if c.tags:
-        head += f" Mechanisms: {', '.join(c.tags)}."
+    head = f"### `{c.id}`: {_title(c)}{_unconfirmed(c)}\n\nParents: {', '.join(c.parent_ids) or 'none'}."
+    mechanisms = [t for t in c.tags or [] if t != CONFIRMED_TAG]  # a status mark, not a mechanism
+    if mechanisms:
+        head += f" Mechanisms: {', '.join(mechanisms)}."
+    if is_confirmed(c):
+        head += f" Confirmed on fresh seeds; seeds run: {', '.join(map(str, c.seeds))}."
     mech = (c.proposal or {}).get("mechanism")
     if mech:
         head += f"\n\nMechanism: {mech}"

@@ -30,3 +30,11 @@ class SearchConfig:
     repair_attempts: int = opt(2, "K: bounded repair attempts after a failed verification.")
     use_reflection: bool = opt(True, "Feed reflections into proposals (False = ablation).")
     use_priors: bool = opt(True, "Feed literature priors into proposals (False = ablation).")
+    prefetch_proposals: bool = opt(True, "Propose the next round in the background while the last candidate of a round "
+                                         "trains, hiding the LLM's time behind training. The price: those parents are "
+                                         "chosen before that candidate's result is known (asynchronous evolution). "
+                                         "False = propose only after it is reflected.")
+    confirm_top_k: int = opt(2, "How many of the best candidates are re-evaluated on fresh seeds before they count "
+                                "as the run's best (winner's curse); 0 = off.")
+    confirm_when: Literal["end", "each_round"] = opt("end", "end confirms once the candidate budget is spent, before "
+                                                     "the engine finishes; each_round as soon as a candidate enters the top k.")

@@ -224,6 +224,9 @@ def write_test_config(run: Path, llm_url: str | None, budget: int, **search: Any
     cfg.search.selection.parents_per_round = 1
     cfg.search.proposals_per_parent = search.pop("proposals_per_parent", 1)
     cfg.search.repair_attempts = search.pop("repair_attempts", 1)
+    # Elite confirmation (fresh seeds once the budget is spent) is off unless a test turns it on: the engine
+    # tests check the lifecycle of exactly `budget` candidates; tests/test_engine_elites.py covers it.
+    cfg.search.confirm_top_k = search.pop("confirm_top_k", 0)
     for key, value in search.items():
         setattr(cfg.search, key, value)
     for key, value in TINY.items():

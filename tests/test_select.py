@@ -232,6 +232,8 @@ def test_features_document_lineage_and_mechanisms(tmp_path: Path) -> None:
     assert fm.column("mech:validity_mask").tolist() == [0, 0, 1, 0, 0, 1, 1]
     assert fm.column("mech:grpo_adv").tolist() == [1, 0, 0, 0, 0, 0, 0]
     assert "mech:1e-6" not in fm.names and "mech:eps" not in fm.names  # params are not mechanisms
+    cands[1] = replace(cands[1], tags=[*cands[1].tags, "confirmed"])
+    assert "mech:confirmed" not in node_features(cands).names  # elite confirmation is a status, not a mechanism
     Z = fm.standardized()
     assert np.isfinite(Z).all() and np.allclose(Z[:, fm.names.index("mech:grpo")], 0.0)  # constant column
 

@@ -209,6 +209,8 @@ class ArchiveTree(Tree[str]):
         score = score_of(cand)
         if score is not None:
             text.append(f"{score.mean * 100:.1f}±{score.half * 100:.1f} ")
+        if "confirmed" in (cand.tags or []):  # re-evaluated on fresh seeds (core/elites.py)
+            text.append("✓ ", style="green")
         delta = delta_to_parent(cand, self._cands)
         if delta is not None:
             text.append(f"{delta * 100:+.1f} ", style="green" if delta >= 0 else "red")
