@@ -30,6 +30,7 @@ log = logging.getLogger("poise.engine")
 # Statuses from which the engine still has work to do on a candidate, in pipeline order.
 UNFINISHED = ("proposed", "implemented", "verified", "training", "evaluated")
 MAX_EMPTY_ROUNDS = 5
+RERUNNABLE = ("reflected", "evaluated", "diverged", "crashed", "timed_out", "cancelled")
 DONE = ("reflected", "rejected", "diverged", "crashed", "timed_out", "cancelled", "vetoed")
 # Test hook: `POISE_FAULT=<point>` makes the engine SIGKILL itself when it reaches that named point
 # (a crash between two writes that a polling test could not hit reliably). Points: propose:recorded,
@@ -117,7 +118,7 @@ class Engine:
     def new_candidates_done(self) -> int:
         """Candidates (not the seed) whose training reached an outcome: what the budget counts."""
         trained = {"evaluated", "reflected", "diverged", "crashed", "timed_out"}
-        confirming = self.confirming_ids()  # trained before; back in `training` only for their fresh seeds
+        confirming = self.reevaluating_ids()  # trained before; back in `training` only for their fresh seeds
         return sum(1 for c in self.archive.all() if c.id != "seed" and (c.status in trained or c.id in confirming))
 
     def llm_tokens_per_s(self) -> float:
@@ -145,7 +146,7 @@ class Engine:
         limit = self.cfg.budget.candidates if budget is None else budget
         if not limit:
             return None
-        confirming = self.confirming_ids()  # already counted as done
+        confirming = self.reevaluating_ids()  # already counted as done
         pending = sum(1 for c in self.archive.all() if c.id != "seed" and c.id not in confirming
                       and c.status in ("proposed", "implemented", "verified", "training"))
         return max(0, limit - self.new_candidates_done() - pending)
@@ -175,7 +176,9 @@ class Engine:
             return f"directive set to {self.cfg.directive!r}"
         if name == "veto":
             return self.veto(str(args.get("id", "")))
-        if name in ("rerun", "fork"):
+        if name == "rerun":
+            return self.queue_rerun(cmd["id"], str(args.get("id", "")), args.get("seeds"))
+        if name == "fork":
             cid = str(args.get("id", ""))
             self.archive.get(cid)  # unknown id -> error outcome
             self.queue.push(name, cmd["id"], **args)
@@ -253,7 +256,7 @@ class Engine:
         return True
 
     def next_unfinished(self):
-        confirming = self.confirming_ids()
+        confirming = self.reevaluating_ids()
         cands = [c for c in self.archive.all() if c.status in UNFINISHED and c.id not in confirming]
         # The seed first (everything is compared with it), then oldest first.
         cands.sort(key=lambda c: (c.id != "seed", c.created_at))
@@ -295,20 +298,8 @@ class Engine:
         from core.evaluate import evaluate
 
         cid = item.get("id", "")
-        if item["kind"] == "rerun":
-            seeds = item.get("seeds") or self.fresh_seeds(cid)
-            self.publish("train", cid, 0.0, f"rerunning {cid} on seeds {seeds}")
-            c = self.archive.get(cid)
-            if c.status in ("reflected", "evaluated", "diverged", "crashed", "timed_out", "cancelled"):
-                evaluate(self.archive, self.ws, self.paths, self.cfg, cid, seeds,
-                         on_progress=lambda m, f: self.publish(message=m, progress=f),
-                         should_cancel=self.cancel_requested)
-                after = self.archive.get(cid).status
-                # A reflected node stays reflected (and scored) whatever the new seeds did: one diverged
-                # seed must not drop the baseline out of selection. Its outcome is in results[seed].
-                if c.status == "reflected" and after in ("evaluated", "diverged", "crashed", "timed_out"):
-                    note = "" if after == "evaluated" else f" (a new seed ended {after})"
-                    self.archive.set_status(cid, "reflected", f"re-evaluated on seeds {seeds}{note}")
+        if item["kind"] == "rerun" and not self.rerun(item):
+            return  # stopped before every seed had a result: the item stays queued for the next run
         elif item["kind"] == "fork":
             self.publish("propose", cid, 0.0, f"forking from {cid}")
             self.discovery.propose_children([cid], directive=item.get("directive") or self.cfg.directive)
@@ -330,10 +321,11 @@ class Engine:
             self.queue.push("confirm", f"confirm-{c.id}", id=c.id, seeds=fresh_seeds(c, self.cfg.seeds))
         return bool(todo)
 
-    def confirming_ids(self) -> set[str]:
-        """Candidates with a queued confirmation: their stages belong to that item (a resumed evaluation on
-        the fresh seeds), not to the pipeline, which would train them on other seeds and reflect again."""
-        return {str(x.get("id")) for x in self.queue.items if x.get("kind") == "confirm"}
+    def reevaluating_ids(self) -> set[str]:
+        """Candidates with a queued re-evaluation (confirm, or a user's rerun): they were trained before, and
+        their stages belong to that item (resumed on its seeds after a crash), not to the pipeline, which
+        would train them on the run's seeds and reflect on them again."""
+        return {str(x.get("id")) for x in self.queue.items if x.get("kind") in ("confirm", "rerun")}
 
     def confirm(self, item: dict) -> bool:
         """Evaluate an elite on its fresh seeds, keep it reflected, tag it confirmed; idempotent after a
@@ -354,6 +346,40 @@ class Engine:
             note = "" if c.status == "evaluated" else f" (a seed ended {c.status})"
             self.archive.set_status(cid, "reflected", f"{CONFIRM_REASON} {seeds}{note}")
         mark_confirmed(self.archive, cid)
+        return True
+
+    def queue_rerun(self, cmd_id: str, cid: str, seeds: list[int] | None) -> str:
+        """Queue a re-evaluation of a finished candidate. Its seeds (fresh ones unless given) and status are
+        fixed in the persistent item, so a rerun interrupted by a crash resumes on the same seeds."""
+        c = self.archive.get(cid)  # unknown id -> error outcome
+        if c.status not in RERUNNABLE:
+            raise PoiseError(f"cannot rerun {cid}: it is {c.status}; a rerun adds seeds to a candidate whose "
+                             "evaluation has finished (wait for it, or fork it instead)")
+        if cid in self.reevaluating_ids():
+            raise PoiseError(f"cannot rerun {cid}: a re-evaluation of it is already queued")
+        seeds = [int(s) for s in seeds] if seeds else self.fresh_seeds(cid)
+        self.queue.push("rerun", cmd_id, id=cid, seeds=seeds, was=c.status)
+        return f"rerun of {cid} on seeds {seeds} queued"
+
+    def rerun(self, item: dict) -> bool:
+        """Evaluate the candidate on the item's seeds; False when stopped part-way (resumed later).
+        A reflected node stays reflected (and scored) whatever the new seeds did: one diverged seed must
+        not drop the baseline out of selection. Its outcome is in results[seed]."""
+        from core.evaluate import evaluate
+
+        cid = str(item["id"])
+        seeds = [int(s) for s in item.get("seeds") or []] or self.fresh_seeds(cid)  # items queued before seeds were fixed
+        self.publish("train", cid, 0.0, f"rerunning {cid} on seeds {seeds}")
+        c = self.archive.get(cid)
+        if c.status == "training" or any(str(s) not in c.results for s in seeds):
+            c = evaluate(self.archive, self.ws, self.paths, self.cfg, cid, seeds,
+                         on_progress=lambda m, f: self.publish(message=m, progress=f),
+                         should_cancel=self.cancel_requested)
+            if c.status == "training":
+                return False
+        if item.get("was", "reflected") == "reflected" and c.status != "reflected":
+            note = "" if c.status == "evaluated" else f" (a new seed ended {c.status})"
+            self.archive.set_status(cid, "reflected", f"re-evaluated on seeds {seeds}{note}")
         return True
 
     def fresh_seeds(self, cid: str) -> list[int]:
