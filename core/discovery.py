@@ -8,6 +8,7 @@ archive holds every stage of every attempt and a malformed reply never crashes t
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -51,6 +52,8 @@ class Discovery:
         self._llm = None
         self._library = None
         self._round = 0
+        self._unusable_reflections = 0  # consecutive LLM reflections that fell back (this engine run)
+        self._last_reflection_error = ""
 
     # ---- shared resources, created on first use (the model loads once per engine) ----
     @property
@@ -124,8 +127,10 @@ class Discovery:
         keys = self.split_keys()  # none while nothing is scored (e.g. a fork before any evaluation)
         front = self.archive.pareto_front(keys, "selection") if keys else []
         pareto = [c for c in front if c.id != pid][:3]
-        parent_tags = set(self.archive.get(pid).tags or [])
-        contrasting = [c for c in scored if set(c.tags or []) - parent_tags][:2]
+        from core.features import mechanism_names  # tags minus status tags such as `confirmed`
+
+        parent_mechs = mechanism_names(self.archive.get(pid))
+        contrasting = [c for c in scored if mechanism_names(c) - parent_mechs][:2]
         outside = [c for c in scored if c.id not in lineage][:2]
         view = lambda cs: [self.node(c.id, with_source=False) for c in cs]
         return view(pareto), view(contrasting), view(outside)
@@ -299,7 +304,7 @@ class Discovery:
         if cid == "seed" or not self.cfg.search.use_reflection or not cand.parent_ids:
             self.archive.set_status(cid, "reflected", "no reflection (seed or ablation)")
             return
-        from core.operators.reflect import ReflectionInput, reflect
+        from core.operators.reflect import ReflectionInput, fallback_reflection, reflect
 
         t0 = time.time()
         pid = cand.parent_ids[0]
@@ -307,11 +312,27 @@ class Discovery:
                               rows=self.rows(cid), parent_rows=self.rows(pid), metrics=dict(cand.metrics or {}),
                               parent_metrics=dict(self.archive.get(pid).metrics or {}),
                               baseline_metrics=dict(self.archive.get("seed").metrics or {}), outcome=cand.status)
-        refl, record = reflect(self.llm, inp, cfg=self.cfg.llm)
+        skip = self.reflection_skip_reason()
+        if skip:
+            refl, calls = dataclasses.replace(fallback_reflection(inp, ""), error=skip), []
+        else:
+            refl, record = reflect(self.llm, inp, cfg=self.cfg.llm)
+            calls = [record]
+            self._unusable_reflections = self._unusable_reflections + 1 if refl.fallback else 0
+            self._last_reflection_error = record.error
         self.archive.update(cid, reflection=refl.to_dict())
         fault_point("reflect:recorded")
-        self.charge(cid, "reflect", time.time() - t0, [record])
+        self.charge(cid, "reflect", time.time() - t0, calls)
         self.archive.set_status(cid, "reflected", "reflection fell back: " + refl.error if refl.fallback else "")
+
+    def reflection_skip_reason(self) -> str:
+        """Why the LLM is not asked for this reflection ("" = ask it): its last reflections in this engine
+        run were all unusable. Counted per engine run, so a restart with another model asks again."""
+        n = self.cfg.search.reflect_giveup_after
+        if n <= 0 or self._unusable_reflections < n:
+            return ""
+        return (f"LLM not asked: its last {self._unusable_reflections} reflections in this run were unusable "
+                f"({self._last_reflection_error}); [search] reflect_giveup_after = 0 always asks")
 
 
 def _tags(composition: dict) -> list[str]:

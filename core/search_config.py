@@ -29,6 +29,7 @@ class SearchConfig:
     change_mode: Literal["compose", "edit", "rewrite"] = opt("compose", "compose picks registered mechanisms (works with small models); edit and rewrite need a code model.")
     repair_attempts: int = opt(2, "K: bounded repair attempts after a failed verification.")
     use_reflection: bool = opt(True, "Feed reflections into proposals (False = ablation).")
+    reflect_giveup_after: int = opt(3, "After this many unusable LLM reflections in a row (one engine run), store the numeric summary without asking the LLM: a 135M model's reflections are noise and cost 20-40 s each on CPU. 0 = always ask.")
     use_priors: bool = opt(True, "Feed literature priors into proposals (False = ablation).")
     prefetch_proposals: bool = opt(True, "Propose the next round in the background while the last candidate of a round "
                                          "trains, hiding the LLM's time behind training. The price: those parents are "
