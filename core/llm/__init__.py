@@ -18,7 +18,8 @@ def make_llm(cfg: LLMConfig) -> LLM:
         return OpenAICompatLLM(cfg.base_url, cfg.model_name, cfg.n_ctx, cfg.timeout_s)
     from core.llm.llamacpp import LlamaCppLLM
 
-    return LlamaCppLLM(cfg.model_path, cfg.n_ctx, cfg.n_gpu_layers, cfg.n_threads, cfg.repeat_penalty)
+    return LlamaCppLLM(cfg.model_path, cfg.n_ctx, cfg.n_gpu_layers, cfg.n_threads, cfg.repeat_penalty,
+                       cfg.prompt_cache_mb)
 
 
 __all__ = ["LLM", "LLMConfig", "LLMReply", "Message", "make_llm", "parse_json_reply", "prompt_tokens"]

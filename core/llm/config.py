@@ -16,6 +16,7 @@ class LLMConfig:
     max_prompt_tokens: int = opt(1024, "Most prompt tokens per call (0 = the whole n_ctx); lower-priority context is trimmed first. On CPU prompt reading dominates LLM time, so keep it small there; raise it for a large model on GPU.")
     n_gpu_layers: int = opt(0, "Layers offloaded to GPU (-1 = all) for a large coder model on a GPU server.")
     n_threads: int = opt(0, "CPU threads llama.cpp uses (0 = its default); lower it when training jobs share the CPU.")
+    prompt_cache_mb: int = opt(256, "llama_cpp only: MiB of saved prompt states (0 = off), so proposer, screener and reflector calls reuse their shared prompt heads instead of re-reading them; one state of the embedded model is ~23 KiB per token (~26 MiB at 1,100 tokens).")
     repeat_penalty: float = opt(1.15, "llama_cpp only: penalty on recently generated tokens; 1.15 stops SmolLM2's '1.0, 1.0, 1.0...' loops (measured), 1.0 = off.")
     temperature: float = opt(0.7, "Sampling temperature for proposals; reflections use a lower one.")
     reflect_temperature: float = opt(0.2, "Sampling temperature for screening scores, repairs and reflections: they should be stable, not creative.")

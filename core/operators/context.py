@@ -73,11 +73,27 @@ def prompt_window(llm: Any, cfg: Any, max_tokens: int) -> int:
     return min(llm.n_ctx, cap + max_tokens) if cap > 0 else llm.n_ctx
 
 
+def user_budget(system: str, count: Callable[[str], int], n_ctx: int, max_tokens: int) -> int:
+    """Tokens left for the user message of a [system, user] prompt that must leave max_tokens for the reply."""
+    return n_ctx - max_tokens - 2 * TEMPLATE_OVERHEAD_PER_MESSAGE - count(system)
+
+
+def fit_text(text: str, count: Callable[[str], int], room: int) -> str:
+    """The longest head of `text` (whole lines, with a trim mark) within `room` tokens; '' if none fits.
+
+    For static prompt parts (the mechanism list): fitted once to a room that depends only on the
+    budget, they render identically in every call, so llama.cpp can reuse them as a cached prefix."""
+    if count(text) <= room:
+        return text
+    head = _shorten(Section("", text, 0, min_lines=1), count, room, allow_below_min=False)
+    return head.text if head is not None else ""
+
+
 def fit_sections(
     system: str, sections: list[Section], count: Callable[[str], int], n_ctx: int, max_tokens: int
 ) -> tuple[list[Message], FitReport]:
     """Messages [system, user] whose token count fits in n_ctx - max_tokens, lowest priority cut first."""
-    budget = n_ctx - max_tokens - 2 * TEMPLATE_OVERHEAD_PER_MESSAGE - count(system)
+    budget = user_budget(system, count, n_ctx, max_tokens)
     kept = sorted(sections, key=lambda s: -s.priority)  # stable: equal priorities keep caller order
     report = FitReport(budget=budget)
     # Bounded: each pass shortens or drops one section; required giants may need a few passes.
@@ -101,9 +117,10 @@ def _in_order(original: list[Section], kept: list[Section]) -> list[Section]:
 
 
 def _cut_one(kept: list[Section], count: Callable[[str], int], budget: int, report: FitReport) -> list[Section]:
-    """Shorten the lowest-priority optional section, or drop it; required ones are shortened only when alone."""
+    """Shorten the lowest-priority optional section, or drop it; required ones are shortened only when alone,
+    lowest priority first while it has text to give (a parent's summary outlives a mechanism list)."""
     optional = [s for s in kept if not s.required]
-    victim = optional[-1] if optional else max(kept, key=lambda s: len(s.text))
+    victim = optional[-1] if optional else _required_victim(kept, count)
     rest = [s for s in kept if s is not victim]
     room = budget - _size(rest, count)
     shorter = _shorten(victim, count, room, allow_below_min=victim.required)
@@ -112,6 +129,15 @@ def _cut_one(kept: list[Section], count: Callable[[str], int], budget: int, repo
         return rest
     report.trimmed.append(victim.title)
     return sorted(rest + [shorter], key=lambda s: -s.priority)
+
+
+def _required_victim(kept: list[Section], count: Callable[[str], int]) -> Section:
+    """Among required sections (sorted by priority, highest first): the lowest-priority one with text left."""
+    giving = [s for s in kept if count(s.text) > MIN_GIVE_TOKENS]
+    return giving[-1] if giving else max(kept, key=lambda s: len(s.text))
+
+
+MIN_GIVE_TOKENS = 8  # a required section this small has nothing useful left to trim
 
 
 def _shorten(sec: Section, count: Callable[[str], int], room: int, allow_below_min: bool) -> Section | None:
@@ -179,9 +205,9 @@ def format_metric(m: dict[str, Any] | None) -> str:
     return f"{m['mean']:.3f}{ci}" + (f" n={m['n']}" if "n" in m else "")
 
 
-def format_metrics(metrics: dict[str, Any], part: str = "selection") -> str:
-    """One line per split, 'overall' first: mean [lo, hi] n."""
-    splits = metrics.get(part) or {}
+def format_metrics(metrics: dict[str, Any], part: str = "selection", skip: Iterable[str] = ()) -> str:
+    """One line per split, 'overall' first: mean [lo, hi] n. `skip`: splits shown elsewhere."""
+    splits = {k: v for k, v in (metrics.get(part) or {}).items() if k not in set(skip)}
     order = sorted(splits, key=lambda k: (k != "overall", k))
     return "\n".join(f"{k}: {format_metric(splits[k])}" for k in order) or "not evaluated yet"
 
@@ -196,9 +222,61 @@ def format_curves(stats: dict[str, dict[str, float]]) -> str:
     return "\n".join(lines) or "no training curve"
 
 
-def format_reflection(refl: dict[str, Any]) -> str:
-    keys = ("diagnosis", "evidence", "design_principle", "next_steps")
+REFLECTION_KEYS = ("diagnosis", "evidence", "design_principle", "next_steps")
+
+
+def format_reflection(refl: dict[str, Any], keys: Iterable[str] = REFLECTION_KEYS) -> str:
     return "\n".join(f"{k}: {refl[k]}" for k in keys if refl.get(k)) or "no reflection yet"
+
+
+# The curves a one-line summary names, most telling first.
+SUMMARY_CURVES = ("reward_mean", "valid_rate", "entropy", "kl", "response_length")
+
+
+def curve_line(stats: dict[str, dict[str, float]], keys: Iterable[str] = SUMMARY_CURVES) -> str:
+    """'reward_mean 0.21->0.35, entropy 0.92->0.71, ...': start -> end of the main curves, in one line."""
+    parts = [f"{k} {stats[k]['start']:.3g}->{stats[k]['end']:.3g}" for k in keys if k in stats]
+    return ", ".join(parts) or "no training curve"
+
+
+SUMMARY_TEXT_CHARS = 200  # per free-text line of a summary: the summary must stay small enough to always fit
+
+
+def format_node_summary(node: NodeView, with_principle: bool = True) -> str:
+    """The few lines about a parent that every prompt keeps, however tight the budget: what it is
+    (mechanisms), how it scored (selection Overall with CI), how it trained (one curve line) and
+    what was learned (the reflection's principle). Code and long parts live in other sections; the id
+    and title are the section's header (`summary_title`)."""
+    overall = format_metric((node.metrics.get("selection") or {}).get("overall"))
+    comp = composition_text(node.composition)
+    lines = [f"mechanisms: {comp}" if comp else "mechanisms: hand-written algorithm.py (no composition)"]
+    lines += [f"selection overall: {overall}", f"curves: {curve_line(node.curves)}"]
+    principle = str(node.reflection.get("design_principle") or "").strip() if with_principle else ""
+    if principle:
+        lines.append(f"principle learned: {principle[:SUMMARY_TEXT_CHARS]}")
+    return "\n".join(lines)
+
+
+def summary_title(node: NodeView) -> str:
+    return f"Parent {node.id}: {node.title or 'untitled'}"
+
+
+def composition_text(comp: dict[str, Any] | None) -> str:
+    """'advantage=av(sigma_min=0.1), policy_loss=ppo_clip, kl=k3, kl_coef=0.04': names with their params."""
+    parts = []
+    for key, value in (comp or {}).items():
+        items = value if isinstance(value, list) else [value]
+        shown = ",".join(_step_text(v) for v in items if v not in ("", None))
+        if shown:
+            parts.append(f"{key}={shown}")
+    return ", ".join(parts)
+
+
+def _step_text(step: Any) -> str:
+    if not isinstance(step, dict):
+        return str(step)
+    params = ", ".join(f"{k}={v}" for k, v in step.items() if k != "name")
+    return f"{step.get('name', '?')}({params})" if params else str(step.get("name", "?"))
 
 
 def format_node_brief(node: NodeView) -> str:

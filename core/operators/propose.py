@@ -11,14 +11,14 @@ model (even the 135M SmolLM2) can only name registered mechanisms.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
 from core.llm.base import LLM
 from core.llm.config import LLMConfig
-from core.operators import implausible_fields, CallRecord, Rejection, call_json, degenerate_fields
+from core.operators import CallRecord, Rejection, call_json, degenerate_fields, implausible_fields
 from core.operators.context import (
-    prompt_window,
     P_CONTRAST,
     P_CURVES,
     P_OUTSIDE,
@@ -31,11 +31,16 @@ from core.operators.context import (
     NodeView,
     Section,
     fit_sections,
+    fit_text,
     format_curves,
     format_metrics,
+    format_node_summary,
     format_reflection,
     load_prompt,
     nodes_section,
+    prompt_window,
+    summary_title,
+    user_budget,
 )
 from core.operators.implement import MechanismInfo, MechanismLibrary
 
@@ -198,40 +203,96 @@ def _dedupe(items: list[dict]) -> list[dict]:
 # ----------------------------------------------------------------------------------- context
 
 
-def priors_text(infos: list[MechanismInfo]) -> str:
+def priors_text(infos: list[MechanismInfo], with_formula: bool = True) -> str:
     lines = []
     for m in infos:
         params = ", ".join(f"{k}={v:g}" for k, v in m.params.items())
-        lines.append(f"- {m.name} ({m.kind}): {m.idea}" + (f" | {m.formula}" if m.formula else "")
+        lines.append(f"- {m.name} ({m.kind}): {m.idea}" + (f" | {m.formula}" if with_formula and m.formula else "")
                      + (f" | params: {params}" if params else ""))
     return "\n".join(lines)
 
 
-def proposal_sections(ctx: ProposalContext, infos: list[MechanismInfo], mode: str) -> list[Section]:
-    """The same sections for all N calls of a round: llama.cpp then reuses the evaluated prompt (KV prefix
-    cache) and calls 2..N pay only for generation; on a CPU the prompt is most of a call's cost."""
-    p = ctx.parent
-    secs = [Section("Directive", ctx.directive, P_REQUIRED, required=True) if ctx.directive else None,
-            Section(f"Parent {p.id}: {p.title}", _parent_code(p, mode), P_PARENT_CODE, required=mode != "compose"),
-            Section("Parent metrics (selection splits, mean [95% CI])", format_metrics(p.metrics), P_PARENT_METRICS),
-            Section("Parent training curves", format_curves(p.curves), P_CURVES)]
-    if ctx.use_reflection:
-        secs.append(Section("Parent reflection", format_reflection(p.reflection), P_REFLECTION))
-    if ctx.use_priors and infos:
-        secs.append(Section("Known mechanisms (literature priors)", priors_text(infos), P_PRIORS,
-                            required=mode == "compose", min_lines=2))
-    secs += [nodes_section("Pareto-front nodes", ctx.pareto, P_PARETO),
-             nodes_section("Structurally contrasting nodes", ctx.contrasting, P_CONTRAST),
-             nodes_section("Nodes outside this lineage", ctx.outside, P_OUTSIDE)]
+def interleave_kinds(infos: list[MechanismInfo]) -> list[MechanismInfo]:
+    """Round-robin over kinds (slot order), so a list trimmed from the end still offers every slot."""
+    order = [*SLOTS, *sorted({m.kind for m in infos} - set(SLOTS))]
+    queues = [[m for m in infos if m.kind == kind] for kind in order]
+    out: list[MechanismInfo] = []
+    while any(queues):
+        out += [q.pop(0) for q in queues if q]
+    return out
+
+
+# Share of the user-message budget the mechanism list may take. Fixed, so the list renders the same in
+# every proposal call of a run (a cacheable prefix) and the parent's sections keep the rest.
+PRIORS_SHARE = 0.4
+# Tokens the mechanism list always leaves for the parent's summary and the directive (measured: a
+# summary with a composition, CI and curve line is ~110 SmolLM2 tokens), so at small budgets the
+# list gives way first. A constant too, so the list stays the same in every call.
+PARENT_RESERVE = 160
+
+
+def proposal_system(mode: str, n: int = 1) -> str:
+    return load_prompt("propose", n=str(n), change_help=load_prompt(f"change_{mode}"))
+
+
+def proposal_sections(ctx: ProposalContext, infos: list[MechanismInfo], mode: str, *,
+                      priors_room: int | None = None, count: Callable[[str], int] | None = None) -> list[Section]:
+    """Static first, variable last: the mechanism list (the same in every call; fitted to `priors_room`
+    tokens when given), then the parent, the references and the directive. All N calls of a round are
+    identical, so llama.cpp reuses the evaluated prompt and calls 2..N pay only for generation; calls
+    for other parents reuse the system prompt and the mechanism list. On a CPU the prompt is most of a
+    call's cost. The parent's summary is required: trimming never leaves a prompt without its parent."""
+    secs = [_priors_section(infos, mode, priors_room, count) if ctx.use_priors and infos else None,
+            *_parent_sections(ctx, mode),
+            nodes_section("Pareto-front nodes", ctx.pareto, P_PARETO),
+            nodes_section("Structurally contrasting nodes", ctx.contrasting, P_CONTRAST),
+            nodes_section("Nodes outside this lineage", ctx.outside, P_OUTSIDE),
+            Section("Directive", ctx.directive, P_REQUIRED, required=True) if ctx.directive else None]
     return [s for s in secs if s is not None]
 
 
+def names_by_kind(infos: list[MechanismInfo]) -> str:
+    """'- advantage: av, dr_grpo, ...': one line per kind, so every name is in the prompt however tight it is."""
+    kinds = [*SLOTS, *sorted({m.kind for m in infos} - set(SLOTS))]
+    lines = [f"- {k}: " + ", ".join(m.name for m in infos if m.kind == k) for k in kinds]
+    return "\n".join(line for line in lines if not line.endswith(": "))
+
+
+def _priors_section(infos: list[MechanismInfo], mode: str, room: int | None,
+                    count: Callable[[str], int] | None) -> Section | None:
+    # The index of names first (trimming cuts from the end), then one description per mechanism.
+    # compose: the schema's enums carry the names and params; the formulas matter to code-writing modes.
+    text = names_by_kind(infos) + "\n" + priors_text(interleave_kinds(infos), with_formula=mode != "compose")
+    if room is not None and count is not None:
+        text = fit_text(text, count, room)
+    # compose cannot work without it; in code modes it gives way to the required parent code.
+    return Section("Known mechanisms (literature priors)", text, P_PRIORS, required=mode == "compose",
+                   min_lines=2) if text else None
+
+
+def _parent_sections(ctx: ProposalContext, mode: str) -> list[Section]:
+    p = ctx.parent
+    # The reflection ablation (use_reflection False) must not leak the principle through the summary.
+    secs = [Section(summary_title(p), format_node_summary(p, ctx.use_reflection), P_REQUIRED, required=True)]
+    code = _parent_code(p, mode)
+    if code:
+        secs.append(Section(f"Parent {p.id} code", code, P_PARENT_CODE, required=mode != "compose"))
+    secs += [Section("Parent metrics per split (selection, mean [95% CI])", format_metrics(p.metrics, skip=["overall"]),
+                     P_PARENT_METRICS),
+             Section("Parent training curves", format_curves(p.curves), P_CURVES)]
+    if ctx.use_reflection and p.reflection:
+        secs.append(Section("Parent reflection", format_reflection(p.reflection, REFLECTION_DETAIL), P_REFLECTION))
+    return secs
+
+
+REFLECTION_DETAIL = ("diagnosis", "evidence", "next_steps")  # the principle is in the parent's summary
+
+
 def _parent_code(p: NodeView, mode: str) -> str:
-    comp = p.composition or {}
-    head = f"composition: {comp}\n" if comp else ""
-    if mode == "compose" and comp:
-        return head.rstrip()  # the composition says it all; the rendered code is redundant for compose
-    return head + f"algorithm.py:\n```python\n{p.source}\n```"
+    """The code edit/rewrite must quote; in compose the summary's mechanisms say it all when there is a composition."""
+    if mode == "compose" and p.composition:
+        return ""
+    return f"algorithm.py:\n```python\n{p.source}\n```" if p.source else ""
 
 
 def proposal_as_text(prop: Proposal) -> str:
@@ -257,11 +318,16 @@ def propose(llm: LLM, ctx: ProposalContext, *, n: int, mode: str, cfg: LLMConfig
     return rnd
 
 
-def _messages(llm: LLM, ctx: ProposalContext, mode: str, cfg: LLMConfig, infos: list[MechanismInfo],
-              record: CallRecord, n: int = 1) -> list:
-    system = load_prompt("propose", mode=mode, n=str(n))
-    messages, fit = fit_sections(system, proposal_sections(ctx, infos, mode), llm.count_tokens,
-                                 prompt_window(llm, cfg, cfg.propose_max_tokens * n), cfg.propose_max_tokens * n)
+def proposal_messages(llm: LLM, ctx: ProposalContext, mode: str, cfg: LLMConfig, infos: list[MechanismInfo],
+                      record: CallRecord, n: int = 1) -> list:
+    """The [system, user] prompt of one proposal call, fitted to [llm] max_prompt_tokens."""
+    system = proposal_system(mode, n)
+    max_tokens = cfg.propose_max_tokens * n
+    window = prompt_window(llm, cfg, max_tokens)
+    budget = user_budget(system, llm.count_tokens, window, max_tokens)
+    room = min(int(PRIORS_SHARE * budget), budget - PARENT_RESERVE)
+    sections = proposal_sections(ctx, infos, mode, priors_room=room, count=llm.count_tokens)
+    messages, fit = fit_sections(system, sections, llm.count_tokens, window, max_tokens)
     record.dropped_sections, record.trimmed_sections = fit.dropped, fit.trimmed
     return messages
 
@@ -269,7 +335,7 @@ def _messages(llm: LLM, ctx: ProposalContext, mode: str, cfg: LLMConfig, infos: 
 def _propose_one(llm: LLM, ctx: ProposalContext, mode: str, cfg: LLMConfig, infos: list[MechanismInfo],
                  seed: int) -> tuple[Proposal | Rejection, CallRecord]:
     record = CallRecord("propose")
-    messages = _messages(llm, ctx, mode, cfg, infos, record)
+    messages = proposal_messages(llm, ctx, mode, cfg, infos, record)
     data = call_json(llm, messages, proposal_schema(mode, infos), record, max_tokens=cfg.propose_max_tokens,
                      temperature=cfg.temperature, seed=seed)
     if isinstance(data, Rejection):
@@ -289,7 +355,7 @@ def _checked_proposal(data: dict, mode: str, parent_id: str, seed: int, record: 
 def _propose_list(llm: LLM, ctx: ProposalContext, n: int, mode: str, cfg: LLMConfig,
                   infos: list[MechanismInfo], seed: int) -> ProposalRound:
     record = CallRecord("propose")
-    messages = _messages(llm, ctx, mode, cfg, infos, record, n)
+    messages = proposal_messages(llm, ctx, mode, cfg, infos, record, n)
     data = call_json(llm, messages, list_schema(mode, infos, n), record, max_tokens=cfg.propose_max_tokens * n,
                      temperature=cfg.temperature, seed=seed)
     rnd = ProposalRound(calls=[record])

@@ -16,7 +16,15 @@ from typing import Any
 from core.llm.base import LLM
 from core.llm.config import LLMConfig
 from core.operators import CallRecord, Rejection, call_json, degenerate_fields, implausible_fields
-from core.operators.context import Section, curve_stats, fit_sections, format_curves, format_metric, load_prompt, prompt_window
+from core.operators.context import (
+    Section,
+    curve_stats,
+    fit_sections,
+    format_curves,
+    format_metric,
+    load_prompt,
+    prompt_window,
+)
 
 __all__ = ["Reflection", "ReflectionInput", "curve_stats", "reflect", "unified_diff"]
 

@@ -20,7 +20,15 @@ from typing import Any
 from core.llm.base import LLM
 from core.llm.config import LLMConfig
 from core.operators import CallRecord, Rejection, call_json
-from core.operators.context import NodeView, Section, fit_sections, format_metrics, load_prompt, nodes_section, prompt_window
+from core.operators.context import (
+    NodeView,
+    Section,
+    fit_sections,
+    format_metrics,
+    load_prompt,
+    nodes_section,
+    prompt_window,
+)
 from core.operators.implement import MechanismLibrary, StaticCheck, implement
 from core.operators.propose import Proposal, proposal_as_text
 
@@ -126,10 +134,10 @@ def _llm_score(llm: LLM, verdict: Screened, parent: NodeView, archive: list[Node
                index: int, calls: list[CallRecord]) -> None:
     record = CallRecord("screen")
     calls.append(record)
-    # Shared sections first, the proposal last: consecutive calls then share a prompt prefix that
-    # llama.cpp does not evaluate again.
-    sections = [Section(f"Parent {parent.id} metrics", format_metrics(parent.metrics), 80),
-                nodes_section("Archive nodes", archive, 40),
+    # Most-shared first, the proposal last, so llama.cpp (and its saved states) re-reads only the tail:
+    # the archive list only grows at its end between rounds, the parent is shared by a round's calls.
+    sections = [nodes_section("Archive nodes", archive, 40),
+                Section(f"Parent {parent.id} metrics", format_metrics(parent.metrics), 80),
                 Section("Proposal", proposal_as_text(verdict.proposal), 100, required=True),
                 Section("Change", json.dumps(verdict.proposal.change)[:4000], 90)]
     sections = [s for s in sections if s is not None]
