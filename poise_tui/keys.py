@@ -25,7 +25,7 @@ MAIN_BINDINGS: list[Binding] = [
     _b("c", "compare", "Compare", "compare the two marked nodes", True),
     _b("d", "directive", "Directive", "set the run's directive for later proposals"),
     _b("o", "report", "Report", "build and open the run report (poise report)"),
-    _b("b", "best", "Best", "jump to the best node (selection Overall)"),
+    _b("b", "best", "Best", "jump to the best node (confirmed on fresh seeds first)"),
     _b("slash", "filter", "Filter", "filter the tree: status:<s> tag:<t> words", display="/"),
     _b("s", "sort", "Sort", "sort children by time or by Overall"),
     _b("x", "toggle_node", "Fold", "expand or collapse the selected node"),

@@ -234,13 +234,18 @@ class MainScreen(SteeringActions, WorkerErrors, Screen[None]):
         self.app.push_screen(HelpScreen(MAIN_BINDINGS))
 
     def action_best(self) -> None:
+        """The run's best: the best candidate confirmed on fresh seeds, else the best by selection Overall."""
+        from core.elites import best_confirmed
         from poise_tui.rundata import score_of
 
+        confirmed = best_confirmed(list(self.tree.candidates.values()))
         scored = [(s.mean, c.id) for c in self.tree.candidates.values() if (s := score_of(c)) is not None]
-        if not scored:
+        if confirmed is None and not scored:
             self.notify("no evaluated candidate yet", severity="warning")
             return
-        best = max(scored)[1]
+        best = confirmed.id if confirmed is not None else max(scored)[1]
+        if confirmed is None:
+            self.notify(f"{best} leads on selection Overall (unconfirmed: not yet re-evaluated on fresh seeds)")
         if not self.tree.select_id(best):
             self.notify(f"best is {best}, hidden by the filter", severity="warning")
 

@@ -194,3 +194,19 @@ async def test_binding(binding, recorded_run: Path) -> None:
     async with app.run_test(size=(80, 24)) as pilot:
         await wait_until(pilot, lambda: len(app.screen.tree.candidates) == 13, what="archive loaded")
         await CHECKS[binding.action](app, pilot, recorded_run)
+
+
+async def test_best_prefers_a_candidate_confirmed_on_fresh_seeds(recorded_run: Path) -> None:
+    from core.archive import Archive
+    from core.elites import mark_confirmed
+
+    cands = Archive.open(recorded_run, readonly=True).all()
+    ranked = sorted(((score_of(c).mean, c.id) for c in cands if score_of(c) is not None and c.id != "seed"),
+                    reverse=True)
+    runner_up = ranked[1][1]  # not the top by selection: only the confirmation can make `b` pick it
+    mark_confirmed(Archive.open(recorded_run), runner_up)
+    app = make_app(recorded_run, read_only=False)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await wait_until(pilot, lambda: len(app.screen.tree.candidates) == 13, what="archive loaded")
+        await pilot.press("b")
+        assert app.screen.tree.selected_id == runner_up
