@@ -22,7 +22,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from core.archive import Archive  # noqa: E402
+from core.archive import Archive
 
 TRAINING = ("train", "confirm")
 STAGES = ("propose", "implement", "verify", "repair", "train", "confirm", "reflect")

@@ -295,8 +295,6 @@ class Engine:
         return False
 
     def do_queued(self, item: dict) -> None:
-        from core.evaluate import evaluate
-
         cid = item.get("id", "")
         if item["kind"] == "rerun" and not self.rerun(item):
             return  # stopped before every seed had a result: the item stays queued for the next run
@@ -457,7 +455,7 @@ class Engine:
             elif c.status == "implemented" and cid not in branches:
                 # Cannot happen through the engine (the archive is written after the commit); a branch
                 # deleted by hand is reported, not silently rebuilt.
-                self.archive.set_status(cid, "rejected", "branch cand/%s missing from the repo" % cid)
+                self.archive.set_status(cid, "rejected", f"branch cand/{cid} missing from the repo")
 
     # ---- used by the CLI outside the loop ----
     def verify_candidate(self, cid: str, repair: bool = False):

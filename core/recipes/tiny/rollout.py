@@ -7,8 +7,8 @@ own loop is used rather than `model.generate`: bench/bench_tiny.py measures both
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
