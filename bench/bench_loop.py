@@ -41,10 +41,11 @@ def candidate_rows(archive: Archive) -> list[dict]:
     rows = []
     for c in archive.all():
         wall = dict((c.costs or {}).get("wall_s", {}))
-        total = sum(v for k, v in wall.items() if k != "overlapped")
+        total = sum(wall.values())
         training = sum(wall.get(k, 0.0) for k in TRAINING)
         rows.append({"id": c.id, "status": c.status, "wall": wall, "total": total, "training": training,
-                     "overhead": total - training, "overlapped": wall.get("overlapped", 0.0),
+                     "overhead": total - training,
+                     "overlapped": sum((c.costs or {}).get("overlapped_s", {}).values()),
                      "llm_tokens": int((c.costs or {}).get("llm_tokens", 0)),
                      "llm_s": float((c.costs or {}).get("llm_s", 0.0))})
     return rows
