@@ -47,8 +47,9 @@ class ChildPlan:
 
 
 class Discovery:
-    def __init__(self, archive, ws, cfg: RunConfig, paths: RunPaths) -> None:
+    def __init__(self, archive, ws, cfg: RunConfig, paths: RunPaths, should_stop: Any = None) -> None:
         self.archive, self.ws, self.cfg, self.paths = archive, ws, cfg, paths
+        self._should_stop = should_stop  # the engine's stop request: ends an LLM call in flight
         self._llm = None
         self._library = None
         self._round = 0
@@ -60,8 +61,10 @@ class Discovery:
     def llm(self):
         if self._llm is None:
             from core.llm import make_llm
+            from core.llm.base import StoppableLLM
 
-            self._llm = make_llm(self.cfg.llm)
+            llm = make_llm(self.cfg.llm)
+            self._llm = StoppableLLM(llm, self._should_stop) if self._should_stop else llm
         return self._llm
 
     @property

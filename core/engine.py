@@ -19,7 +19,7 @@ from pathlib import Path
 
 from core.config import RunConfig, load_config
 from core.elites import CONFIRM_REASON, fresh_seeds, mark_confirmed, to_confirm
-from core.errors import PoiseError
+from core.errors import LLMCancelled, PoiseError
 from core.inbox import mark_done, pending_commands
 from core.lock import EngineLock
 from core.rundir import RunPaths, require_run
@@ -93,7 +93,7 @@ class Engine:
         if self._discovery is None:
             from core.discovery import Discovery
 
-            self._discovery = Discovery(self.archive, self.ws, self.cfg, self.paths)
+            self._discovery = Discovery(self.archive, self.ws, self.cfg, self.paths, should_stop=self.cancel_requested)
         return self._discovery
 
     # ---- published state ----
@@ -217,6 +217,9 @@ class Engine:
                     continue
                 try:
                     more = self.step(budget)
+                except LLMCancelled as exc:  # a stop request ended an LLM call; the stage is redone on resume
+                    log.info("%s", exc)
+                    continue
                 except PoiseError as exc:  # a condition the user must act on: stop cleanly and say why
                     log.error("engine stopped: %s", exc)
                     self.state.state = "stopped"

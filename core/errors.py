@@ -55,8 +55,22 @@ class LLMError(PoiseError):
     """The language model backend failed or returned unusable output."""
 
 
+class LLMCancelled(Exception):  # noqa: N818 - a request, not an error
+    """A stop request ended an LLM call in flight. Deliberately not a PoiseError: the operators turn
+    PoiseErrors into rejections, and a stopped call is no verdict on a proposal; it propagates to the
+    engine, which stops, and the interrupted stage is redone on resume (as after kill -9)."""
+
+    def __init__(self, message: str, completion_tokens: int = 0) -> None:
+        super().__init__(message)
+        self.completion_tokens = completion_tokens  # generated before the stop took effect
+
+
 class ModelNotFoundError(PoiseError):
     """A model file (GGUF, HF directory) is missing."""
+
+
+class ResourceNotFoundError(PoiseError):
+    """A file that ships with poise (seed template, prompt template) is in neither the package nor the checkout."""
 
 
 class EngineLockedError(PoiseError):

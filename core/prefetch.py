@@ -36,11 +36,10 @@ stage "propose_discarded" (zero wall time), so the [budget] llm_tokens still cou
 
 Threads and exit: the background thread shares the engine's LLM object (llama.cpp serialises calls
 with a lock; a foreground reflection waits for the call in flight). A cancel makes every later call
-of the plan fail at once (CancellableLLM), and `drop` waits for the call in flight, bounded by
+of the plan fail at once (CancellableLLM), the call in flight ends at its next generated token
+(LLMCancelled; reading a prompt is not interrupted), and `drop` waits for it, bounded by
 JOIN_TIMEOUT_S: core/llm/llamacpp.py frees the model at exit (atexit close_all), which must not happen
-under a running call. While a llama.cpp call runs, llama's quiet_stderr points fd 2 at /dev/null for
-the whole process, so engine log lines written to stderr by the engine's thread in that window are
-lost; they are progress notes, and archive records and engine.json are unaffected.
+under a running call.
 """
 
 from __future__ import annotations
@@ -52,7 +51,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from core.discovery import SCORED, ChildPlan, Discovery
-from core.errors import PoiseError
+from core.errors import LLMCancelled, PoiseError
 
 log = logging.getLogger("poise.prefetch")
 # The longest wait for the call in flight when a prefetch is dropped or the engine exits. One proposal
@@ -79,7 +78,8 @@ class CancellableLLM:
     def chat(self, messages: list, **kwargs: Any) -> Any:
         if self._cancelled.is_set():
             raise PrefetchCancelled("the engine dropped this background proposal; nothing to do")
-        return self._llm.chat(messages, **kwargs)
+        # The call in flight ends too (LLMCancelled), so a drop does not wait for a whole generation.
+        return self._llm.chat(messages, should_stop=self._cancelled.is_set, **kwargs)
 
     def count_tokens(self, text: str) -> int:
         return self._llm.count_tokens(text)
@@ -175,6 +175,8 @@ def _plan_all(pf: Prefetch, reader: Discovery) -> None:
                 pf.dropped_calls[pid] = plan.calls
                 break
             pf.plans.append(plan)
+    except LLMCancelled:  # dropped (or the engine stops) in the middle of a call: nothing to record
+        log.info("background proposal cancelled in the middle of an LLM call")
     except Exception as exc:  # a bug here must not kill the engine: the round is proposed again
         pf.error = f"{type(exc).__name__}: {exc}"
         log.exception("background proposal failed; the next round is proposed in the foreground")

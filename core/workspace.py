@@ -31,6 +31,7 @@ from gitdb import IStream
 
 from core.errors import DirtyWorkspaceError, FrozenFileError, RunDirError, WorkspaceError
 from core.jobspec import write_json_atomic
+from core.resources import workspace_dir
 
 ALGORITHM = "algorithm.py"
 FROZEN_FILE = "frozen.json"
@@ -51,11 +52,8 @@ GIT_OPTS = ["core.hooksPath=" + os.devnull, "commit.gpgSign=false", "core.quoteP
 
 
 def default_template_dir() -> Path:
-    """The seed template shipped with the project: `<project>/workspace/` next to `core/`."""
-    path = Path(__file__).resolve().parent.parent / "workspace"
-    if not (path / ALGORITHM).is_file():
-        raise WorkspaceError(f"seed template not found at {path} (no {ALGORITHM}); reinstall poise from a full checkout")
-    return path
+    """The seed template shipped with the project (installed package or checkout; see core.resources)."""
+    return workspace_dir()
 
 
 def _configure(g: git.Git) -> git.Git:

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from core.errors import DirtyWorkspaceError, FrozenFileError, RunDirError, WorkspaceError
+from core.resources import ResourceNotFoundError
 from core.workspace import GIT_ENV, Workspace, default_template_dir
 
 # CLIP and KL lie far apart, so changing one in each parent merges without conflict.
@@ -253,7 +254,7 @@ def test_default_template_dir() -> None:
     if (tpl / "algorithm.py").is_file():
         assert default_template_dir() == tpl
     else:  # the template is written by another part of the project; until then it must say so
-        with pytest.raises(WorkspaceError, match="seed template not found"):
+        with pytest.raises(ResourceNotFoundError, match="seed template not found"):
             default_template_dir()
 
 

@@ -28,8 +28,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from core.errors import LLMError, ModelNotFoundError
-from core.llm.base import LLMReply, Message, parse_json_reply, prompt_tokens
+from core.errors import LLMCancelled, LLMError, ModelNotFoundError
+from core.llm.base import LLMReply, Message, StopCheck, parse_json_reply, prompt_tokens, throttled
 
 EMBEDDED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 MIN_COMPLETION_TOKENS = 16
@@ -254,24 +254,37 @@ class LlamaCppLLM:
         max_tokens: int = 256,
         temperature: float = 0.7,
         seed: int = 0,
+        should_stop: StopCheck | None = None,
     ) -> LLMReply:
+        """One completion. `should_stop` is checked between generated tokens (reading the prompt is not
+        interrupted); once true the call ends with LLMCancelled. Its tokens are then not counted
+        anywhere: the interrupted stage is redone on resume."""
         max_tokens = self._preflight(messages, max_tokens)
         kwargs: dict[str, Any] = {"messages": messages, "max_tokens": max_tokens, "temperature": temperature,
                                   "seed": seed, "repeat_penalty": self.repeat_penalty}
         if schema is not None:
             kwargs["response_format"] = {"type": "json_object", "schema": schema}
+        stop = _StopFlag(throttled(should_stop)) if should_stop is not None else None
         start = time.perf_counter()
-        with self._lock, quiet_stderr():
+        # No fd-2 redirect here (only at load): calls print nothing, and a process-wide redirect would
+        # swallow the engine's own log lines written meanwhile by another thread.
+        with self._lock:
+            if stop is not None and stop.check():
+                raise LLMCancelled("LLM call stopped before it started")
             # Per call: LlamaCppLLM instances that share one Llama each keep their own saved states.
             self._llama.set_cache(self.prompt_cache)
             read_before = _prompt_tokens_evaluated(self._llama)
             try:
-                out = self._llama.create_chat_completion(**kwargs)
+                with _stopping(self._llama, stop):
+                    out = self._llama.create_chat_completion(**kwargs)
             except (ValueError, RuntimeError) as exc:
                 raise LLMError(f"llama.cpp chat completion failed: {exc}") from exc
             read = _prompt_tokens_evaluated(self._llama) - read_before
             reply = _reply(out, schema, time.perf_counter() - start)
             _keep_prompt_head(self._llama, reply.prompt_tokens)
+        if stop is not None and stop.fired:
+            raise LLMCancelled(f"LLM call stopped after {reply.completion_tokens} generated tokens "
+                               f"({reply.seconds:.1f} s)", reply.completion_tokens)
         self._account(reply.prompt_tokens, read)
         return reply
 
@@ -290,6 +303,46 @@ class LlamaCppLLM:
                 "trim the prompt sections (core.operators.context.fit_sections) or raise [llm] n_ctx"
             )
         return min(max_tokens, room)
+
+
+class _StopFlag:
+    """A stop check as llama-cpp-python's stopping criterion, remembering that it fired (the library
+    then returns a normal-looking reply with finish_reason "stop")."""
+
+    def __init__(self, check: StopCheck) -> None:
+        self._check, self.fired = check, False
+
+    def check(self) -> bool:
+        self.fired = self.fired or bool(self._check())
+        return self.fired
+
+    def criterion(self, _ids: Any, _logits: Any) -> bool:
+        return self.check()
+
+
+@contextlib.contextmanager
+def _stopping(llama: Any, stop: _StopFlag | None) -> Iterator[None]:
+    """Add `stop` to the stopping criteria of the completion that create_chat_completion makes.
+
+    create_chat_completion takes no stopping criteria, but its chat handler passes its own (maybe None)
+    to `llama.create_completion` by keyword; an instance attribute shadows that method for this call
+    only (the caller holds the model's lock, so no other call sees it)."""
+    if stop is None:
+        yield
+        return
+    from llama_cpp import StoppingCriteriaList
+
+    original = llama.create_completion
+
+    def create_completion(*args: Any, **kw: Any) -> Any:
+        criteria = StoppingCriteriaList(list(kw.get("stopping_criteria") or []) + [stop.criterion])
+        return original(*args, **{**kw, "stopping_criteria": criteria})
+
+    llama.create_completion = create_completion
+    try:
+        yield
+    finally:
+        del llama.create_completion
 
 
 def _keep_prompt_head(llama: Any, prompt_len: int) -> None:

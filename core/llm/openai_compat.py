@@ -15,8 +15,8 @@ import urllib.request
 from typing import Any
 from urllib.parse import urlsplit
 
-from core.errors import LLMError
-from core.llm.base import LLMReply, Message, parse_json_reply
+from core.errors import LLMCancelled, LLMError
+from core.llm.base import LLMReply, Message, StopCheck, parse_json_reply
 
 LOCAL_NAMES = {"localhost", "localhost.localdomain"}
 # Without a tokenize endpoint we over-estimate (3 chars per token) so a preflight errs on the safe side.
@@ -62,7 +62,12 @@ class OpenAICompatLLM:
         max_tokens: int = 256,
         temperature: float = 0.7,
         seed: int = 0,
+        should_stop: StopCheck | None = None,
     ) -> LLMReply:
+        """One completion. `should_stop` is checked before the request only: a server call is not
+        interrupted (it is fast where such a server runs, on a GPU)."""
+        if should_stop is not None and should_stop():
+            raise LLMCancelled("LLM call stopped before it started")
         body: dict[str, Any] = {"model": self.model_name, "messages": messages, "max_tokens": max_tokens,
                                 "temperature": temperature, "seed": seed}
         if schema is not None:

@@ -14,13 +14,11 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
-from pathlib import Path
 from typing import Any
 
 from core.errors import PoiseError
 from core.llm.base import TEMPLATE_OVERHEAD_PER_MESSAGE, Message
-
-PROMPT_DIR = Path(__file__).resolve().parents[2] / "assets" / "prompts"
+from core.resources import prompts_dir
 
 TRIM_MARK = "\n[... {n} lines trimmed to fit the context window ...]"
 # Priorities (higher survives longer). Required sections are never dropped, only shortened last.
@@ -30,7 +28,7 @@ P_CURVES, P_PRIORS, P_PARETO, P_CONTRAST, P_OUTSIDE = 70, 60, 50, 40, 30
 
 def load_prompt(name: str, **values: str) -> str:
     """assets/prompts/<name>.md with each {{key}} replaced (not str.format: prompts quote code with braces)."""
-    path = PROMPT_DIR / f"{name}.md"
+    path = prompts_dir() / f"{name}.md"
     try:
         text = path.read_text()
     except FileNotFoundError:
