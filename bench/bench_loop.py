@@ -5,7 +5,7 @@
 
 Reads every candidate's `costs` from the archive (the engine records wall seconds per stage,
 LLM tokens and LLM seconds). "Training" is what the issue excludes from overhead: the
-evaluation jobs (stages train and confirm). Everything else (propose, screen, implement,
+evaluation jobs (stages train, confirm and rerun). Everything else (propose, screen, implement,
 verify, repair, reflect, bookkeeping) is overhead. Two views:
 - per candidate: the sum of its recorded stages (LLM time spent while another candidate
   trained is reported apart, as `overlapped_s`, and is not on the critical path);
@@ -24,8 +24,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from core.archive import Archive
 
-TRAINING = ("train", "confirm")
-STAGES = ("propose", "implement", "verify", "repair", "train", "confirm", "reflect")
+TRAINING = ("train", "confirm", "rerun")
+STAGES = ("propose", "implement", "verify", "repair", "train", "confirm", "rerun", "reflect")
 
 
 def run_engine(run_dir: Path, budget: int) -> float:

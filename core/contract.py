@@ -55,19 +55,19 @@ class RolloutBatch:
                                    fills it before compute_policy_loss (None before that)
     """
 
-    rewards: "torch.Tensor"
-    group_ids: "torch.Tensor"
-    valid: "torch.Tensor"
-    truncated: "torch.Tensor"
-    response_mask: "torch.Tensor"
-    old_logprobs: "torch.Tensor"
-    lengths: "torch.Tensor"
-    ref_logprobs: "torch.Tensor | None" = None
+    rewards: torch.Tensor
+    group_ids: torch.Tensor
+    valid: torch.Tensor
+    truncated: torch.Tensor
+    response_mask: torch.Tensor
+    old_logprobs: torch.Tensor
+    lengths: torch.Tensor
+    ref_logprobs: torch.Tensor | None = None
     step: int = 0
     total_steps: int = 1
-    reward_parts: dict[str, "torch.Tensor"] = field(default_factory=dict)
+    reward_parts: dict[str, torch.Tensor] = field(default_factory=dict)
     max_response_len: int = 0
-    entropy: "torch.Tensor | None" = None
+    entropy: torch.Tensor | None = None
 
     def __post_init__(self) -> None:
         _validate(self)
@@ -82,7 +82,7 @@ class RolloutBatch:
     def num_tokens(self) -> int:
         return int(self.response_mask.shape[1])
 
-    def select(self, keep: "torch.Tensor") -> "RolloutBatch":
+    def select(self, keep: torch.Tensor) -> RolloutBatch:
         """Rows where bool `keep` [B] is True; used after filter_groups."""
         values: dict[str, Any] = {}
         for f in dataclasses.fields(self):

@@ -170,7 +170,7 @@ class Engine:
             return "resumed"
         if name == "stop":
             self._stop_requested = True
-            return "stopping after the current stage"
+            return "stopping: the job or LLM call in flight ends, and is redone on resume"
         if name == "set_directive":
             self.cfg.directive = str(args.get("directive", ""))
             return f"directive set to {self.cfg.directive!r}"
@@ -339,7 +339,7 @@ class Engine:
         if c.status == "training" or any(str(s) not in c.results for s in seeds):
             c = evaluate(self.archive, self.ws, self.paths, self.cfg, cid, seeds,
                          on_progress=lambda m, f: self.publish(message=m, progress=f),
-                         should_cancel=self.cancel_requested)
+                         should_cancel=self.cancel_requested, cost_stage="confirm")
             if c.status == "training":
                 return False
         fault_point("confirm:evaluated")
@@ -375,7 +375,7 @@ class Engine:
         if c.status == "training" or any(str(s) not in c.results for s in seeds):
             c = evaluate(self.archive, self.ws, self.paths, self.cfg, cid, seeds,
                          on_progress=lambda m, f: self.publish(message=m, progress=f),
-                         should_cancel=self.cancel_requested)
+                         should_cancel=self.cancel_requested, cost_stage="rerun")
             if c.status == "training":
                 return False
         if item.get("was", "reflected") == "reflected" and c.status != "reflected":

@@ -55,7 +55,7 @@ class LLMError(PoiseError):
     """The language model backend failed or returned unusable output."""
 
 
-class LLMCancelled(Exception):  # noqa: N818 - a request, not an error
+class LLMCancelled(Exception):
     """A stop request ended an LLM call in flight. Deliberately not a PoiseError: the operators turn
     PoiseErrors into rejections, and a stopped call is no verdict on a proposal; it propagates to the
     engine, which stops, and the interrupted stage is redone on resume (as after kill -9)."""

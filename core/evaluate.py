@@ -66,8 +66,10 @@ def run_job(spec: JobSpec, cfg: RunConfig, on_progress: Progress | None = None,
 
 
 def evaluate(archive, ws, paths: RunPaths, cfg: RunConfig, cand_id: str, seeds: list[int] | None = None,
-             on_progress: Progress | None = None, should_cancel: Callable[[], bool] | None = None):
-    """Train and evaluate `cand_id` on `seeds` (default: its recorded seeds or the run's); returns the Candidate."""
+             on_progress: Progress | None = None, should_cancel: Callable[[], bool] | None = None,
+             cost_stage: str = "train"):
+    """Train and evaluate `cand_id` on `seeds` (default: its recorded seeds or the run's); returns the Candidate.
+    The jobs' wall time is charged to `cost_stage` (confirm and rerun keep theirs apart from the first training)."""
     cand = archive.get(cand_id)
     # Until a candidate has a result, the run's seeds win over those recorded at its creation: a user
     # who edits [seeds] in run.toml between `poise init` and `poise run` gets them for the seed too.
@@ -91,11 +93,11 @@ def evaluate(archive, ws, paths: RunPaths, cfg: RunConfig, cand_id: str, seeds: 
         result = run_job(spec, cfg, report, should_cancel)
         if result.outcome == "cancelled":
             # Stopped by the user: the candidate stays `training` and this seed reruns on resume.
-            archive.add_cost(cand_id, "train", wall_s=time.time() - t0)
+            archive.add_cost(cand_id, cost_stage, wall_s=time.time() - t0)
             return archive.get(cand_id)
         archive.record_result(cand_id, seed, result)
         fault_point("train:result")
-    archive.add_cost(cand_id, "train", wall_s=time.time() - t0)
+    archive.add_cost(cand_id, cost_stage, wall_s=time.time() - t0)
     outcomes = [r.get("outcome", "crashed") for r in archive.get(cand_id).results.values()]
     final = min(outcomes, key=OUTCOME_ORDER.index) if outcomes else "crashed"
     reason = _first_reason(archive.get(cand_id).results, final)

@@ -20,7 +20,7 @@ from core.jobspec import write_json_atomic
 COMMANDS = {
     "pause": "stop starting new work after the current stage",
     "resume": "continue after pause",
-    "stop": "finish the current stage, then exit the engine",
+    "stop": "end the training job or LLM call in flight (redone on resume), then exit the engine",
     "rerun": "evaluate a candidate again on new seeds: {id, seeds?}",
     "fork": "propose children of a candidate next: {id, directive?}",
     "veto": "reject a proposed/queued candidate before it is trained: {id}",

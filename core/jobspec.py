@@ -58,7 +58,7 @@ class JobSpec:
         return path
 
     @classmethod
-    def load(cls, path: Path) -> "JobSpec":
+    def load(cls, path: Path) -> JobSpec:
         return cls(**json.loads(Path(path).read_text()))
 
 
@@ -77,7 +77,7 @@ class JobResult:
         write_json_atomic(Path(job_dir) / "result.json", asdict(self))
 
     @classmethod
-    def load(cls, job_dir: str | Path) -> "JobResult":
+    def load(cls, job_dir: str | Path) -> JobResult:
         data = json.loads((Path(job_dir) / "result.json").read_text())
         known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
         return cls(**known)

@@ -27,7 +27,7 @@ class EngineLock:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
-    def acquire(self) -> "EngineLock":
+    def acquire(self) -> EngineLock:
         guard = self.path.with_suffix(".acquire")
         try:
             fd = os.open(guard, os.O_CREAT | os.O_EXCL | os.O_WRONLY)

@@ -11,15 +11,15 @@ from core.errors import ContractError
 
 def batch(**over):
     B, T = 4, 5
-    kw = dict(
-        rewards=torch.tensor([1.0, 0.0, 1.0, 0.0]),
-        group_ids=torch.tensor([0, 0, 1, 1]),
-        valid=torch.tensor([True, True, False, True]),
-        truncated=torch.zeros(B, dtype=torch.bool),
-        response_mask=torch.ones(B, T),
-        old_logprobs=torch.zeros(B, T),
-        lengths=torch.full((B,), T),
-    )
+    kw = {
+        "rewards": torch.tensor([1.0, 0.0, 1.0, 0.0]),
+        "group_ids": torch.tensor([0, 0, 1, 1]),
+        "valid": torch.tensor([True, True, False, True]),
+        "truncated": torch.zeros(B, dtype=torch.bool),
+        "response_mask": torch.ones(B, T),
+        "old_logprobs": torch.zeros(B, T),
+        "lengths": torch.full((B,), T),
+    }
     kw.update(over)
     return RolloutBatch(**kw)
 

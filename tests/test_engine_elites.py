@@ -193,6 +193,7 @@ def test_each_round_confirms_the_best_on_fresh_seeds_outside_the_budget(tmp_path
         assert sorted(c.results) == ["0", "1"] and c.seeds == [0, 1]  # seed 1 is fresh: the run's seeds are [0]
         assert c.metrics["selection"]["overall"]["n"] == 2 and c.metrics["heldout"]["overall"]["n"] == 2
         assert statuses(c) == [*FULL_LIFE, "training", "evaluated", "reflected"], c.history
+        assert c.costs["wall_s"]["confirm"] > 0 and c.costs["wall_s"]["train"] > 0  # kept apart in the costs
     # Termination: the top 1 ends confirmed, or this burst (after c002) used its cap of confirmations.
     top = elites(Archive.open(run, readonly=True), 1)[0]
     assert is_confirmed(top) or sum(is_confirmed(c) for c in new) == 1 + MAX_CONFIRM_ROUNDS

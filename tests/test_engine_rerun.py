@@ -76,6 +76,7 @@ def test_rerun_resumes_on_its_seeds_after_kill_and_stop(tmp_path_factory, tmp_pa
     assert c.status == "reflected" and sorted(c.results) == ["0", "1"] and c.seeds == [0, 1]
     assert [h["status"] for h in c.history] == [*FULL_LIFE, "training", "evaluated", "reflected"], c.history
     assert sorted(p.name for p in (run / "jobs" / "c001").iterdir() if p.name.isdigit()) == ["0", "1"]
+    assert c.costs["wall_s"]["rerun"] > 0  # the rerun's jobs are not added to the first training's time
     assert srv.counts["reflect"] == 1 and srv.counts["propose"] == 1  # no second reflection, no new candidate
     assert queued(run) == [] and read_engine_json(run)["state"] == "finished"
     check_consistent(run)

@@ -31,7 +31,7 @@ class MathConfig:
     epochs: int = opt(8, "Epochs over the training problems (paper: 8, about 155 steps).")
     max_steps: int = opt(0, "Optimizer steps; 0 = derived from epochs, train_problems and prompts_per_step.")
     smoke_steps: int = opt(2, "Optimizer steps of a smoke job (verification): enough to exercise the whole path.")
-    train_levels: list[int] = opt(  # noqa: RUF009 (opt makes a default_factory)
+    train_levels: list[int] = opt(
         [3, 4, 5], "MATH difficulty levels used for training (paper: 3-5).")
     train_problems: int = opt(5000, "Training problems, a deterministic subset of the chosen levels (paper: 5,000).")
     max_prompt_tokens: int = opt(1024, "Prompt length limit (paper: 1024); longer training prompts are dropped.")
@@ -42,7 +42,7 @@ class MathConfig:
         "Weight of the format part in the scalar reward (reward = correct + format_weight*format). 0 keeps the "
         "paper's binary correctness reward; validity still reaches the candidate as batch.valid.",
     )
-    benchmarks: list[str] = opt(  # noqa: RUF009 (opt makes a default_factory)
+    benchmarks: list[str] = opt(
         list(ALL_BENCHMARKS),
         "Benchmarks to evaluate. Listing fewer than the six renormalises Overall's weights, and the result says so.",
     )
