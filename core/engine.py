@@ -331,17 +331,11 @@ class Engine:
     def confirm(self, item: dict) -> bool:
         """Evaluate an elite on its fresh seeds, keep it reflected, tag it confirmed; idempotent after a
         crash at any point. False when stopped before every fresh seed has a result."""
-        from core.evaluate import evaluate
-
         cid, seeds = str(item["id"]), [int(s) for s in item["seeds"]]
         self.publish("confirm", cid, 0.0, f"confirming {cid} on fresh seeds {seeds}")
-        c = self.archive.get(cid)
-        if c.status == "training" or any(str(s) not in c.results for s in seeds):
-            c = evaluate(self.archive, self.ws, self.paths, self.cfg, cid, seeds,
-                         on_progress=lambda m, f: self.publish(message=m, progress=f),
-                         should_cancel=self.cancel_requested, cost_stage="confirm")
-            if c.status == "training":
-                return False
+        c = self.reevaluate(cid, seeds, "confirm")
+        if c is None:
+            return False
         fault_point("confirm:evaluated")
         if c.status != "reflected":  # evaluated, or the worst outcome over its seeds: it stays scored
             note = "" if c.status == "evaluated" else f" (a seed ended {c.status})"
@@ -366,22 +360,28 @@ class Engine:
         """Evaluate the candidate on the item's seeds; False when stopped part-way (resumed later).
         A reflected node stays reflected (and scored) whatever the new seeds did: one diverged seed must
         not drop the baseline out of selection. Its outcome is in results[seed]."""
-        from core.evaluate import evaluate
-
         cid = str(item["id"])
         seeds = [int(s) for s in item.get("seeds") or []] or self.fresh_seeds(cid)  # items queued before seeds were fixed
         self.publish("train", cid, 0.0, f"rerunning {cid} on seeds {seeds}")
-        c = self.archive.get(cid)
-        if c.status == "training" or any(str(s) not in c.results for s in seeds):
-            c = evaluate(self.archive, self.ws, self.paths, self.cfg, cid, seeds,
-                         on_progress=lambda m, f: self.publish(message=m, progress=f),
-                         should_cancel=self.cancel_requested, cost_stage="rerun")
-            if c.status == "training":
-                return False
+        c = self.reevaluate(cid, seeds, "rerun")
+        if c is None:
+            return False
         if item.get("was", "reflected") == "reflected" and c.status != "reflected":
             note = "" if c.status == "evaluated" else f" (a new seed ended {c.status})"
             self.archive.set_status(cid, "reflected", f"re-evaluated on seeds {seeds}{note}")
         return True
+
+    def reevaluate(self, cid: str, seeds: list[int], cost_stage: str):
+        """Train and evaluate `cid` on those of `seeds` it has no result for yet (none left when a crash came
+        after the last was recorded); the Candidate, or None when a stop interrupted it (the item stays queued)."""
+        from core.evaluate import evaluate
+
+        c = self.archive.get(cid)
+        if c.status == "training" or any(str(s) not in c.results for s in seeds):
+            c = evaluate(self.archive, self.ws, self.paths, self.cfg, cid, seeds,
+                         on_progress=lambda m, f: self.publish(message=m, progress=f),
+                         should_cancel=self.cancel_requested, cost_stage=cost_stage)
+        return None if c.status == "training" else c
 
     def fresh_seeds(self, cid: str) -> list[int]:
         used = set(self.archive.get(cid).seeds) | set(self.cfg.seeds)

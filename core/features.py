@@ -35,6 +35,8 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from core.elites import CONFIRMED_TAG
+
 # Statuses whose metrics are complete: only these can be parents or count as descendants.
 EVALUATED_STATUSES = ("evaluated", "reflected")
 SELECTION_PART = "selection"
@@ -148,7 +150,7 @@ def mechanism_names(c: CandidateLike) -> set[str]:
     return names
 
 
-STATUS_TAGS = ("confirmed",)  # core.elites.CONFIRMED_TAG; not imported, features stay dependency-free
+STATUS_TAGS = (CONFIRMED_TAG,)
 _PARAM_KEYS = ("params", "hparams", "kwargs")
 
 

@@ -52,6 +52,7 @@ from typing import Any
 
 from core.discovery import SCORED, ChildPlan, Discovery
 from core.errors import LLMCancelled, PoiseError
+from core.llm.base import StoppableLLM
 
 log = logging.getLogger("poise.prefetch")
 # The longest wait for the call in flight when a prefetch is dropped or the engine exits. One proposal
@@ -64,25 +65,19 @@ class PrefetchCancelled(PoiseError):
     """Raised into a background plan's LLM calls once the engine no longer wants the plan."""
 
 
-class CancellableLLM:
+class CancellableLLM(StoppableLLM):
     """The engine's LLM, for a background plan: after `cancelled` is set every call fails at once
-    (the operators turn the PoiseError into a rejection), so a dropped plan ends after its call in flight."""
+    (the operators turn the PoiseError into a rejection), so a dropped plan ends after its call in flight,
+    which itself ends at its next token (LLMCancelled), so a drop does not wait for a whole generation."""
 
     def __init__(self, llm: Any, cancelled: threading.Event) -> None:
-        self._llm, self._cancelled = llm, cancelled
-
-    @property
-    def n_ctx(self) -> int:
-        return self._llm.n_ctx
+        super().__init__(llm, cancelled.is_set)
+        self._cancelled = cancelled
 
     def chat(self, messages: list, **kwargs: Any) -> Any:
         if self._cancelled.is_set():
             raise PrefetchCancelled("the engine dropped this background proposal; nothing to do")
-        # The call in flight ends too (LLMCancelled), so a drop does not wait for a whole generation.
-        return self._llm.chat(messages, should_stop=self._cancelled.is_set, **kwargs)
-
-    def count_tokens(self, text: str) -> int:
-        return self._llm.count_tokens(text)
+        return super().chat(messages, **kwargs)
 
 
 def fingerprint(cand: Any) -> tuple[str, tuple[str, ...]]:

@@ -142,6 +142,10 @@ class FakeOpenAIServer:
         self.httpd.server_close()
 
 
+# The statuses of a candidate that went through the whole pipeline once.
+FULL_LIFE = ["proposed", "implemented", "verified", "training", "evaluated", "reflected"]
+
+
 # ------------------------------------------------------------------------------------------ runs
 
 
@@ -309,3 +313,9 @@ def copy_run(src: Path, dst: Path, llm_url: str | None, budget: int, **search: A
     shutil.rmtree(dst / "repo" / ".git" / "worktrees", ignore_errors=True)
     write_test_config(dst, llm_url, budget, **search)
     return dst
+
+
+def queued(run: Path) -> list[dict]:
+    """The engine's persistent work queue (confirm, rerun, fork items), as on disk."""
+    path = run / "queue.json"
+    return json.loads(path.read_text()) if path.exists() else []

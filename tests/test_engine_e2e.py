@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 from engine_support import (
+    FULL_LIFE,
     REFLECTION,
     FakeOpenAIServer,
     check_consistent,
@@ -19,8 +20,6 @@ from engine_support import (
     write_test_config,
 )
 from engine_support import base_run as _base_run
-
-FULL_LIFE = ["proposed", "implemented", "verified", "training", "evaluated", "reflected"]
 
 
 @pytest.fixture

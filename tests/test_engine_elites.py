@@ -8,7 +8,6 @@ TinyDB) with the LLM served by FakeOpenAIServer, on copies of the session's base
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import time
@@ -16,11 +15,13 @@ from pathlib import Path
 
 import pytest
 from engine_support import (
+    FULL_LIFE,
     FakeOpenAIServer,
     check_consistent,
     copy_run,
     engine_log,
     poise,
+    queued,
     read_engine_json,
     session_cache,
     start_engine,
@@ -43,9 +44,6 @@ from core.elites import (
 from core.inbox import send_command
 from core.jobspec import JobResult
 from core.report import write_report
-
-FULL_LIFE = ["proposed", "implemented", "verified", "training", "evaluated", "reflected"]
-
 
 # ------------------------------------------------------------------------------------------ unit: the rule
 
@@ -158,11 +156,6 @@ def test_the_report_shows_the_runs_best_below_the_top_n(archive: Archive, tmp_pa
 @pytest.fixture
 def cache(tmp_path_factory) -> Path:
     return session_cache(tmp_path_factory)
-
-
-def queued(run: Path) -> list[dict]:
-    path = run / "queue.json"
-    return json.loads(path.read_text()) if path.exists() else []
 
 
 def candidate(run: Path, cid: str) -> Candidate:

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 from engine_support import (
+    FULL_LIFE,
     FakeOpenAIServer,
     check_consistent,
     copy_run,
@@ -33,7 +34,6 @@ from engine_support import base_run as _base_run
 from core.engine import reap_orphan_jobs
 from core.jobspec import read_metrics
 
-FULL_LIFE = ["proposed", "implemented", "verified", "training", "evaluated", "reflected"]
 STAGE_TOUR = [("stage", "propose"), ("fault", "implement:committed"), ("stage", "verify"), ("stage", "train"),
               ("stage", "reflect")]
 WRITE_TOUR = [("fault", "propose:recorded"), ("fault", "verify:recorded"), ("fault", "train:result"),

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 from engine_support import (
+    FULL_LIFE,
     FakeOpenAIServer,
     check_consistent,
     copy_run,
@@ -36,7 +37,6 @@ from core.llm.openai_compat import OpenAICompatLLM
 from core.operators import CallRecord, Rejection, call_json
 from core.prefetch import CancellableLLM, Prefetch, PrefetchCancelled, fingerprint, waited_parts
 
-FULL_LIFE = ["proposed", "implemented", "verified", "training", "evaluated", "reflected"]
 DIRECTIVE = "keep responses short"
 
 

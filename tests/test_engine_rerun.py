@@ -4,18 +4,19 @@ run's seeds and reflect on it again). Real engine, jobs, git and TinyDB; the LLM
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 from pathlib import Path
 
 import pytest
 from engine_support import (
+    FULL_LIFE,
     FakeOpenAIServer,
     check_consistent,
     copy_run,
     engine_log,
     poise,
+    queued,
     read_engine_json,
     session_cache,
     start_engine,
@@ -27,13 +28,6 @@ from core.archive import Archive
 from core.engine import Engine
 from core.errors import PoiseError
 from core.inbox import send_command
-
-FULL_LIFE = ["proposed", "implemented", "verified", "training", "evaluated", "reflected"]
-
-
-def queued(run: Path) -> list[dict]:
-    path = run / "queue.json"
-    return json.loads(path.read_text()) if path.exists() else []
 
 
 def c001(run: Path):

@@ -8,6 +8,7 @@ from rich.text import Text
 from textual.widgets import Tree
 from textual.widgets.tree import TreeNode
 
+from core.elites import is_confirmed
 from poise_tui.rundata import delta_to_parent, parent_id, score_of
 
 STATUS_ICONS = {
@@ -209,7 +210,7 @@ class ArchiveTree(Tree[str]):
         score = score_of(cand)
         if score is not None:
             text.append(f"{score.mean * 100:.1f}±{score.half * 100:.1f} ")
-        if "confirmed" in (cand.tags or []):  # re-evaluated on fresh seeds (core/elites.py)
+        if is_confirmed(cand):  # re-evaluated on fresh seeds
             text.append("✓ ", style="green")
         delta = delta_to_parent(cand, self._cands)
         if delta is not None:
