@@ -3,8 +3,6 @@ in length-sorted chunks. Both must give every row exactly what it would get alon
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 import torch
 
