@@ -86,7 +86,8 @@ class Trainer:
         self.sampler = TrainSampler(seed, exclude)
         self.ref = self._frozen_copy(model) if needs_reference(self.hp) else None
         wd = float(self.hp.get("weight_decay", cfg.weight_decay))
-        self.opt = torch.optim.AdamW(model.parameters(), lr=float(self.hp["lr"]), weight_decay=wd)
+        # fused: one kernel over all parameter tensors, 0.2 ms per step instead of 1.0 ms (bench/RESULTS.md)
+        self.opt = torch.optim.AdamW(model.parameters(), lr=float(self.hp["lr"]), weight_decay=wd, fused=True)
         self.result = TrainResult()
 
     @staticmethod
