@@ -138,7 +138,7 @@ class SandboxResult:
 class SandboxProcess:
     """A started sandboxed process; the only handle that can signal its group."""
 
-    popen: subprocess.Popen
+    popen: Any                 # subprocess.Popen, or zygote.ForkedChild (the same poll/wait/returncode/pid)
     job_dir: Path
     started: float = field(default_factory=time.monotonic)
 
@@ -202,7 +202,22 @@ def spawn(
     argv = [sys.executable, "-I", "-B", "-c", BOOTSTRAP, json.dumps(cfg), *map(str, args)]
     dirs_env = {WRITE_DIRS_ENV: os.pathsep.join(writable), TRUSTED_DIRS_ENV: os.pathsep.join(trusted_only)}
     env = scrubbed_env(job, {**dirs_env, **(extra_env or {})})
-    return _popen(argv, job, env)
+    child = _fork_warm(job, env, cfg, [str(a) for a in args])
+    return _register(SandboxProcess(child, job)) if child is not None else _popen(argv, job, env)
+
+
+def _fork_warm(job: Path, env: dict[str, str], cfg: dict[str, Any], args: list[str]) -> Any:
+    """The job as a child of the warm zygote (core/zygote.py), or None to start a fresh interpreter."""
+    from core import zygote
+
+    for name in ("stdout.log", "stderr.log"):  # the same precondition as _popen: the logs can be opened
+        try:
+            with open(job / name, "ab"):
+                pass
+        except OSError:
+            return None
+    base = {k: v for k, v in env.items() if k not in ("HOME", "TMPDIR", WRITE_DIRS_ENV, TRUSTED_DIRS_ENV)}
+    return zygote.fork_job(cfg["project_root"], base, job, env, cfg, args)
 
 
 def _popen(argv: list[str], job: Path, env: dict[str, str]) -> SandboxProcess:
@@ -213,7 +228,10 @@ def _popen(argv: list[str], job: Path, env: dict[str, str]) -> SandboxProcess:
     except OSError as exc:
         raise SandboxError(f"cannot start a sandboxed job in {job}: {exc}; check that the directory is writable "
                            f"and that {sys.executable} exists") from exc
-    proc = SandboxProcess(popen, job)
+    return _register(SandboxProcess(popen, job))
+
+
+def _register(proc: SandboxProcess) -> SandboxProcess:
     _LIVE[proc.pid] = proc
     return proc
 
