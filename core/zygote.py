@@ -155,6 +155,9 @@ class Zygote:
                 os.killpg(child.pid, signal.SIGKILL)
             except OSError:
                 pass
+            deadline = time.monotonic() + 5.0
+            while not _dead(child.pid) and time.monotonic() < deadline:
+                time.sleep(0.02)
             child._end(-signal.SIGKILL)
 
     def close(self) -> None:
@@ -163,6 +166,21 @@ class Zygote:
             self.proc.wait(5)
         except (OSError, subprocess.TimeoutExpired):
             pass
+
+
+def _dead(pid: int) -> bool:
+    """No such process, or a zombie: an orphan waits for PID 1 to reap it, which a container's may never do."""
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().rsplit(")", 1)[1].split()[0] in ("Z", "X")
+    except FileNotFoundError:
+        return True
+    except OSError:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        return False
 
 
 _ZYGOTES: dict[str, Zygote] = {}
@@ -215,9 +233,14 @@ def serve(warm: list[str]) -> None:
             return  # the engine is gone; children live on in their own sessions, as fresh ones would
         request = json.loads(line)
         out.flush()
+        ready_r, ready_w = os.pipe()
         pid = os.fork()
         if pid == 0:
-            _child(request)  # never returns: ends with os._exit
+            os.close(ready_r)
+            _child(request, ready_w)  # never returns: ends with os._exit
+        os.close(ready_w)
+        os.read(ready_r, 1)  # EOF once the child has its own session: a kill of its group cannot miss it
+        os.close(ready_r)
         out.write(json.dumps({"pid": pid}) + "\n")
         out.flush()
 
@@ -255,7 +278,7 @@ def _reap(out: Any) -> None:
         out.flush()
 
 
-def _child(request: dict[str, Any]) -> None:
+def _child(request: dict[str, Any], ready_fd: int) -> None:
     """Become the job, then leave as a fresh interpreter would, minus its ~1.5 s teardown of torch and
     transformers: stdio flushed, atexit handlers and non-daemon threads run, the traceback printed and
     exit code 1 on an exception, SystemExit's code. Files the job left open and unflushed are not
@@ -266,6 +289,8 @@ def _child(request: dict[str, Any]) -> None:
 
     code = 1
     try:
+        os.setsid()
+        os.close(ready_fd)
         _become_job(request)
         code = 0
     except SystemExit as stop:
@@ -294,7 +319,6 @@ def _exit_code(code: Any) -> int:
 def _become_job(request: dict[str, Any]) -> None:
     import resource
 
-    os.setsid()
     job = Path(request["job"])
     os.chdir(job)
     _redirect(0, os.open(os.devnull, os.O_RDONLY))
