@@ -23,6 +23,7 @@ it had are killed and reported as killed. POISE_WARM_JOBS=0 turns the zygote off
 from __future__ import annotations
 
 import atexit
+import contextlib
 import json
 import os
 import signal
@@ -218,10 +219,9 @@ def serve(warm: list[str]) -> None:
     import importlib
 
     for name in warm:
-        try:
+        # An optional module that fails here (no transformers on a bare box) is the child's to import.
+        with contextlib.suppress(Exception):
             importlib.import_module(name)
-        except Exception:  # noqa: BLE001 - an optional module (transformers on a bare box): the child imports it
-            pass
     out = sys.stdout
     lines = _LineReader(sys.stdin.fileno())
     while True:
