@@ -42,6 +42,9 @@ def job_spec(paths: RunPaths, cfg: RunConfig, cand_id: str, algorithm_path: Path
     )
 
 
+CANCEL_POLL_S = 0.25  # how soon a stop reaches a running job (one small inbox read each time)
+
+
 def run_job(spec: JobSpec, cfg: RunConfig, on_progress: Progress | None = None,
             should_cancel: Callable[[], bool] | None = None) -> JobResult:
     """Run one sandboxed job to its outcome, reporting progress as (message, fraction)."""
@@ -53,16 +56,19 @@ def run_job(spec: JobSpec, cfg: RunConfig, on_progress: Progress | None = None,
     job_dir.mkdir(parents=True)
     handle = start_job(spec, cfg.limits, cfg.early_kill, project_root())
     total = max(int(spec.recipe_config.get("steps", 1)), 1) if spec.mode == "full" else 3
+    shown = -1
     while True:
-        result = handle.wait(timeout=1.0)
+        # The stop check comes first: a stop that arrived while the job was starting cancels it
+        # before it can finish (a warm job start takes ~0.1 s, a short job only a second or two).
+        if should_cancel and should_cancel():
+            handle.cancel()
+        result = handle.wait(timeout=CANCEL_POLL_S)
         if result is not None:
             return result
         rows = handle.poll()
-        if rows and on_progress:
-            step = int(rows[-1].get("step", 0))
-            on_progress(f"step {step}/{total}", min(step / total, 1.0))
-        if should_cancel and should_cancel():
-            handle.cancel()
+        if rows and on_progress and int(rows[-1].get("step", 0)) != shown:
+            shown = int(rows[-1].get("step", 0))  # published once per step, not once per poll
+            on_progress(f"step {shown}/{total}", min(shown / total, 1.0))
 
 
 def evaluate(archive, ws, paths: RunPaths, cfg: RunConfig, cand_id: str, seeds: list[int] | None = None,
