@@ -5,6 +5,11 @@ with `spawn()` (or the blocking `run()`), which builds this process:
 
     python -I -B -c <BOOTSTRAP> <config-json> <module> <args...>
 
+or, by default, the same process forked from a warm zygote (core/zygote.py) that ran
+this interpreter once, imported only trusted modules (torch, transformers, core) and
+never runs candidate code; the child then takes every step below itself, in the
+same order. It saves ~5.5 s of imports per job. POISE_WARM_JOBS=0 turns it off.
+
 What is isolated, and by what:
 
 * **Interpreter**: `-I` ignores PYTHON* variables, the user site and the current

@@ -8,7 +8,6 @@ between two writes (git commit vs archive record, result vs status), and seeded 
 
 from __future__ import annotations
 
-import contextlib
 import os
 import random
 import signal
@@ -55,13 +54,14 @@ def job_processes(run: Path) -> list[int]:
     return pids
 
 
-def kill_once(run: Path, cache: Path, how: str, arg) -> None:
-    """Start the engine and crash it at one point; returns when it is dead."""
+def kill_once(run: Path, cache: Path, how: str, arg) -> bool:
+    """Start the engine and crash it at one point; returns when it is dead, and whether the kill landed
+    (a random kill time can fall after a resumed engine has already finished the run)."""
     if how == "fault":
         proc = start_engine(run, cache, POISE_FAULT=arg)
         wait_for(lambda: proc.poll() is not None, 300, f"the engine to die at fault point {arg}", run=run)
         assert proc.returncode == -signal.SIGKILL, f"engine exited {proc.returncode} before reaching {arg}\n{engine_log(run)}"
-        return
+        return True
     proc = start_engine(run, cache)
     if how == "stage":
         def at_stage() -> bool:
@@ -74,14 +74,22 @@ def kill_once(run: Path, cache: Path, how: str, arg) -> None:
         # Timed from the first published state: an engine killed while taking its lock leaves
         # engine.lock.acquire behind, which blocks the next start for 10 s by design (core/lock.py).
         wait_for(lambda: read_engine_json(run).get("pid") == proc.pid, 120, "the engine to start", proc=proc, run=run)
-        _sleep_unless_exit(proc, random.Random(1000 + arg).uniform(0.5, 8.0))
+        # Jobs start warm (core/zygote.py), so a whole budget-1 run takes only a few seconds.
+        if not _sleep_unless_exit(proc, random.Random(1000 + arg).uniform(0.3, 4.0)):
+            assert proc.returncode == 0, engine_log(run)
+            return False
     os.kill(proc.pid, signal.SIGKILL)  # only the engine, like `kill -9 <pid>`: its jobs live on as orphans
     proc.wait(timeout=30)
+    return True
 
 
-def _sleep_unless_exit(proc, delay: float) -> None:
-    with contextlib.suppress(subprocess.TimeoutExpired):  # still running at the kill time: what we want
+def _sleep_unless_exit(proc, delay: float) -> bool:
+    """True when the engine is still running after `delay` (what we want), False when it ended first."""
+    try:
         proc.wait(timeout=delay)
+    except subprocess.TimeoutExpired:
+        return True
+    return False
 
 
 @pytest.mark.parametrize("tour", [STAGE_TOUR, WRITE_TOUR, RANDOM_TOUR], ids=["stages", "archive-writes", "random"])
@@ -90,9 +98,11 @@ def test_kill_9_anywhere_then_resume(tour, tmp_path_factory, tmp_path: Path) -> 
     with FakeOpenAIServer(delay_s=0.4) as srv:
         run = copy_run(_base_run(tmp_path_factory), tmp_path / "run", srv.base_url, budget=1)
         try:
+            landed = []
             for how, arg in tour:
-                kill_once(run, cache, how, arg)
+                landed.append(kill_once(run, cache, how, arg))
                 check_consistent(run)
+            assert landed[0], "the first kill must land mid-run, or the tour tests nothing"
             poise(["run", run], cache, timeout=600)
         finally:
             reap_orphan_jobs(run / "jobs")  # a failed test must not leave training jobs behind
