@@ -28,6 +28,7 @@ from core.jobs import run_probe, start_job
 from core.jobspec import JobSpec
 from core.recipes.tiny.config import TinyConfig
 from core.recipes.tiny.model import load_or_build
+from core.rundir import default_cache_dir
 
 LIMITS = LimitsConfig(timeout_s=600)
 
@@ -41,7 +42,7 @@ def smoke(warm: bool) -> float:
     os.environ[zygote.ENV_SWITCH] = "1" if warm else "0"
     job = Path(tempfile.mkdtemp(prefix="poise_bench_start_"))
     spec = JobSpec(recipe="tiny", algorithm_path=str(algorithm()), job_dir=str(job), seed=0,
-                   recipe_config=asdict(TinyConfig()), mode="smoke")
+                   recipe_config=asdict(TinyConfig()), mode="smoke", cache_dir=str(default_cache_dir()))
     t0 = time.perf_counter()
     result = start_job(spec, LIMITS, EarlyKillConfig()).wait()
     assert result.outcome == "evaluated", result.reason
@@ -61,7 +62,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--repeats", type=int, default=3)
     a = ap.parse_args()
-    load_or_build(TinyConfig())  # the warm start is cached before anything is timed
+    load_or_build(TinyConfig(), str(default_cache_dir()))  # the warm start is cached before anything is timed
     print(f"first warm smoke job, which also starts the zygote: {smoke(True):.2f} s", flush=True)
     for name, job in (("smoke", smoke), ("probe", probe)):
         times: dict[bool, list[float]] = {True: [], False: []}
