@@ -61,10 +61,9 @@ def enabled() -> bool:
 class ForkedChild:
     """The part of subprocess.Popen that the sandbox uses, for a child of the zygote."""
 
-    def __init__(self, pid: int, zygote: Zygote) -> None:
+    def __init__(self, pid: int) -> None:
         self.pid = pid
         self.returncode: int | None = None
-        self._zygote = zygote
         self._ended = threading.Event()
 
     def _end(self, code: int) -> None:
@@ -112,8 +111,9 @@ class Zygote:
                 return None
             reply = self._await_reply()
             if reply is None or "pid" not in reply:
+                self.close()  # a zygote that does not answer must not start this job late, beside a fresh one
                 return None
-            child = ForkedChild(int(reply["pid"]), self)
+            child = ForkedChild(int(reply["pid"]))
             with self._reply:
                 self._children[child.pid] = child
                 if child.pid in self._early_exits:
@@ -162,11 +162,12 @@ class Zygote:
             child._end(-signal.SIGKILL)
 
     def close(self) -> None:
-        try:
+        import shutil
+
+        with contextlib.suppress(OSError, subprocess.TimeoutExpired):
             self.proc.kill()
             self.proc.wait(5)
-        except (OSError, subprocess.TimeoutExpired):
-            pass
+        shutil.rmtree(self.home, ignore_errors=True)
 
 
 def _dead(pid: int) -> bool:
