@@ -66,9 +66,10 @@ def run_job(spec: JobSpec, cfg: RunConfig, on_progress: Progress | None = None,
         if result is not None:
             return result
         rows = handle.poll()
-        if rows and on_progress and int(rows[-1].get("step", 0)) != shown:
-            shown = int(rows[-1].get("step", 0))  # published once per step, not once per poll
-            on_progress(f"step {shown}/{total}", min(shown / total, 1.0))
+        step = int(rows[-1].get("step", 0)) if rows else shown
+        if on_progress and step != shown:  # published once per step, not once per poll
+            shown = step
+            on_progress(f"step {step}/{total}", min(step / total, 1.0))
 
 
 def evaluate(archive, ws, paths: RunPaths, cfg: RunConfig, cand_id: str, seeds: list[int] | None = None,

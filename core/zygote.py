@@ -90,9 +90,8 @@ class Zygote:
         self.proc = subprocess.Popen(argv, cwd=self.home, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                      stderr=subprocess.DEVNULL, start_new_session=True, close_fds=True)
         self._lock = threading.Lock()            # one fork request at a time
-        self._children: dict[int, ForkedChild] = {}
-        self._early_exits: dict[int, int] = {}   # exits that arrived before their pid was registered
-        self._pid_reply: list[dict[str, Any]] = []
+        self._children: dict[int, ForkedChild] = {}  # registered by the reader, before its exit can arrive
+        self._started: list[ForkedChild] = []         # answers to fork requests, oldest first
         self._reply = threading.Condition()
         self.alive = True
         threading.Thread(target=self._read, name="poise-zygote-reader", daemon=True).start()
@@ -109,23 +108,17 @@ class Zygote:
             except (OSError, ValueError):
                 self._gone()
                 return None
-            reply = self._await_reply()
-            if reply is None or "pid" not in reply:
+            child = self._await_start()
+            if child is None:
                 self.close()  # a zygote that does not answer must not start this job late, beside a fresh one
-                return None
-            child = ForkedChild(int(reply["pid"]))
-            with self._reply:
-                self._children[child.pid] = child
-                if child.pid in self._early_exits:
-                    child._end(self._early_exits.pop(child.pid))
             return child
 
-    def _await_reply(self) -> dict[str, Any] | None:
+    def _await_start(self) -> ForkedChild | None:
         deadline = time.monotonic() + START_TIMEOUT_S  # the first request waits for the warm imports
         with self._reply:
-            while not self._pid_reply and self.alive and time.monotonic() < deadline:
+            while not self._started and self.alive and time.monotonic() < deadline:
                 self._reply.wait(0.5)
-            return self._pid_reply.pop(0) if self._pid_reply else None
+            return self._started.pop(0) if self._started else None
 
     def _read(self) -> None:
         for raw in self.proc.stdout:
@@ -136,12 +129,11 @@ class Zygote:
             with self._reply:
                 if "exit" in msg:
                     child = self._children.pop(int(msg["exit"]), None)
-                    if child is None:
-                        self._early_exits[int(msg["exit"])] = int(msg["code"])
-                    else:
+                    if child is not None:
                         child._end(int(msg["code"]))
-                else:
-                    self._pid_reply.append(msg)
+                elif "pid" in msg:
+                    child = self._children[int(msg["pid"])] = ForkedChild(int(msg["pid"]))
+                    self._started.append(child)
                     self._reply.notify_all()
         self._gone()
 

@@ -60,7 +60,6 @@ def generate(model: PreTrainedModel, tok: PreTrainedTokenizerFast, prompts: list
     live = torch.arange(bsz)  # [b] original row of each row still generating
     cache = DynamicCache()
     attn, pos, step_in = mask, _positions(mask), ids
-    width = 0
     with torch.no_grad():
         for t in range(max_new):
             logits = model(input_ids=step_in, attention_mask=attn, position_ids=pos,
@@ -69,7 +68,6 @@ def generate(model: PreTrainedModel, tok: PreTrainedTokenizerFast, prompts: list
             nxt = logits.argmax(-1) if greedy else torch.multinomial(logp.exp(), 1, generator=generator).squeeze(1)
             out_ids[live, t] = nxt
             out_lp[live, t] = logp.gather(1, nxt[:, None]).squeeze(1)
-            width = t + 1
             ended = nxt == tok.eos_token_id  # [b]
             if bool(ended.any()):
                 lengths[live[ended]] = t + 1
@@ -80,11 +78,12 @@ def generate(model: PreTrainedModel, tok: PreTrainedTokenizerFast, prompts: list
                 cache.batch_select_indices(going)
             attn = torch.cat([attn, torch.ones(live.shape[0], 1, dtype=attn.dtype)], 1)
             pos, step_in = pos[:, -1:] + 1, nxt[:, None]
+    width = int(lengths.max()) if bsz else 0  # the longest response: the loop ran this many steps
     response = out_ids[:, :width]  # [B, T]
     resp_mask = (torch.arange(width)[None, :] < lengths[:, None]).float()  # [B, T] EOS included
     truncated = (response == tok.eos_token_id).sum(1) == 0  # [B] no EOS within the limit
-    return Rollout(ids, mask, response, resp_mask, out_lp[:, :width] * resp_mask, truncated,
-                   _decode(tok, response))
+    # out_lp is 0 wherever a row was no longer generating: nothing was written there
+    return Rollout(ids, mask, response, resp_mask, out_lp[:, :width], truncated, _decode(tok, response))
 
 
 def _decode(tok: PreTrainedTokenizerFast, response: torch.Tensor) -> list[str]:
