@@ -16,6 +16,7 @@ import json
 import sys
 import time
 from pathlib import Path
+from typing import Self
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -64,6 +65,42 @@ class StepTimer:
         self.ends.append(time.perf_counter())
 
 
+class PhaseTimes:
+    """Wall time inside three GRPOTrainer methods, to say where TRL's step goes: `_generate` (rollouts),
+    `_generate_and_score_completions` (rollouts + rewards + the old and reference log-prob forwards), and
+    every log-prob forward. Only timers are added around the methods; they run unchanged."""
+
+    METHODS = ("_generate", "_generate_and_score_completions", "_get_per_token_logps_and_entropies")
+
+    def __init__(self, cls: type) -> None:
+        self.cls, self.totals = cls, dict.fromkeys(self.METHODS, 0.0)
+        self.originals = {m: getattr(cls, m) for m in self.METHODS}
+
+    def __enter__(self) -> Self:
+        for name, original in self.originals.items():
+            setattr(self.cls, name, self._timed(name, original))
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for name, original in self.originals.items():
+            setattr(self.cls, name, original)
+
+    def _timed(self, name: str, original):
+        def timed(*a, **k):
+            t0 = time.perf_counter()
+            try:
+                return original(*a, **k)
+            finally:
+                self.totals[name] += time.perf_counter() - t0
+        return timed
+
+    def per_step(self, rounds: int, step_s: float) -> dict[str, float]:
+        gen, rollout, logps = (self.totals[m] / rounds for m in self.METHODS)
+        # the old/reference forwards run inside _generate_and_score_completions, the training ones outside
+        return {"generate_s": gen, "old_and_reference_s": rollout - gen, "update_s": step_s - rollout,
+                "all_logprob_forwards_s": logps}
+
+
 def bench_trl(model, tok, cfg: TinyConfig, steps: int, grad_ckpt: bool) -> dict[str, float]:
     from datasets import Dataset
     from trl import GRPOConfig, GRPOTrainer
@@ -88,10 +125,13 @@ def bench_trl(model, tok, cfg: TinyConfig, steps: int, grad_ckpt: bool) -> dict[
     trainer = GRPOTrainer(model=model, reward_funcs=[reward], args=args, train_dataset=data, processing_class=tok,
                           callbacks=[timer])
     start = time.perf_counter()
-    trainer.train()
+    with PhaseTimes(GRPOTrainer) as phases:
+        trainer.train()
     ends = timer.ends[cfg.minibatches - 1 :: cfg.minibatches]  # end of each generation round
     first = ends[0] if ends else start
-    return {"step_s": (ends[-1] - first) / max(len(ends) - 1, 1)}
+    step_s = (ends[-1] - first) / max(len(ends) - 1, 1)
+    # phase totals include the warm-up round, so they are averaged over every round
+    return {"step_s": step_s, **phases.per_step(len(ends), (ends[-1] - start) / max(len(ends), 1))}
 
 
 def profile_ours(model, tok, cfg: TinyConfig) -> str:
