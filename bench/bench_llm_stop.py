@@ -1,6 +1,7 @@
 """How fast a stop ends an LLM call in flight: one proposal call with the embedded model (compose
 schema), stopped 1, 2 and 3 s into it; printed: how long after the stop the call ended, and after how
-many generated tokens. The reference is the same call run in full.
+many generated tokens. The reference is the same call run in full. Then the same while a long
+prompt (~1K tokens, read cold) is being read: stopped 0.5, 1 and 2 s into it.
 
     .venv/bin/python bench/bench_llm_stop.py
 """
@@ -26,8 +27,14 @@ MESSAGES = [
 ]
 
 
-def stopped_after(llm: LlamaCppLLM, schema: dict, delay: float) -> tuple[float, int]:
-    """(seconds from the stop to the end of the call, tokens generated) for a stop `delay` s into the call."""
+LONG_PROMPT = [{"role": "user", "content": " ".join(
+    f"Robot {i} painted a picture with {i % 7 + 1} colours and {i % 5 + 2} brushes." for i in range(60))
+    + " Which robot used the most brushes?"}]
+
+
+def stopped_after(llm: LlamaCppLLM, schema: dict | None, delay: float, messages: list = MESSAGES
+                  ) -> tuple[float, str]:
+    """(seconds from the stop to the end of the call, how far it got) for a stop `delay` s into the call."""
     llm.forget_prompts()
     stop, stamp = threading.Event(), {}
 
@@ -38,10 +45,10 @@ def stopped_after(llm: LlamaCppLLM, schema: dict, delay: float) -> tuple[float, 
 
     threading.Thread(target=fire, daemon=True).start()
     try:
-        llm.chat(MESSAGES, schema=schema, max_tokens=400, temperature=0.7, seed=2, should_stop=stop.is_set)
+        llm.chat(messages, schema=schema, max_tokens=400, temperature=0.7, seed=2, should_stop=stop.is_set)
     except LLMCancelled as exc:
-        return time.perf_counter() - stamp["t"], exc.completion_tokens
-    return float("nan"), -1  # the call finished before the stop
+        return time.perf_counter() - stamp["t"], str(exc)
+    return float("nan"), "the call finished before the stop"
 
 
 def main() -> None:
@@ -51,8 +58,15 @@ def main() -> None:
     full = llm.chat(MESSAGES, schema=schema, max_tokens=400, temperature=0.7, seed=2)
     print(f"full call: {full.completion_tokens} tokens in {time.perf_counter() - t0:.2f} s")
     for delay in (1.0, 2.0, 3.0):
-        seconds, tokens = stopped_after(llm, schema, delay)
-        print(f"stop {delay:.0f} s in: the call ended {seconds:.3f} s later, after {tokens} tokens")
+        seconds, how = stopped_after(llm, schema, delay)
+        print(f"stop {delay:.0f} s in: the call ended {seconds:.3f} s later: {how}")
+    llm.forget_prompts()
+    t0 = time.perf_counter()
+    llm.chat(LONG_PROMPT, max_tokens=1)
+    print(f"reading the long prompt: {llm.stats.last_read} tokens in {time.perf_counter() - t0:.2f} s")
+    for delay in (0.5, 1.0, 2.0):
+        seconds, how = stopped_after(llm, None, delay, LONG_PROMPT)
+        print(f"stop {delay:.1f} s into the long prompt: the call ended {seconds:.3f} s later: {how}")
 
 
 if __name__ == "__main__":

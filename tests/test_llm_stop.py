@@ -5,6 +5,7 @@ longer silences the process's stderr (engine log lines written meanwhile by anot
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -15,6 +16,7 @@ import pytest
 from core.errors import LLMCancelled, PoiseError
 from core.llm.base import StoppableLLM, any_of, throttled
 from core.llm.config import LLMConfig
+from core.llm.llamacpp import MIN_SUFFIX_TOKENS, READ_CHUNK_TOKENS
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -106,6 +108,27 @@ def test_a_stop_ends_the_generation_early_and_the_model_answers_as_before(llm) -
     assert llm.stats.calls == calls_before  # a stopped call is not accounted as a reply
     again = llm.chat(STORY, max_tokens=200, temperature=0.0, seed=1)
     assert again.text == full.text
+
+
+LONG_PROMPT = [{"role": "user", "content": " ".join(
+    f"Robot {i} painted a picture with {i % 7 + 1} colours and {i % 5 + 2} brushes." for i in range(45))
+    + " Which robot used the most brushes? Answer in one sentence."}]
+
+
+def test_a_stop_lands_while_the_prompt_is_read_and_the_next_call_goes_on_from_there(llm) -> None:
+    llm.forget_prompts()
+    full = llm.chat(LONG_PROMPT, max_tokens=30, temperature=0.0, seed=1)
+    to_read = llm.stats.last_read
+    assert to_read > 4 * READ_CHUNK_TOKENS  # several pieces, so a stop can land between two of them
+    llm.forget_prompts()
+    with pytest.raises(LLMCancelled, match="while reading the prompt") as err:
+        llm.chat(LONG_PROMPT, max_tokens=30, temperature=0.0, seed=1, should_stop=_after_n_asks(1))
+    read, of = (int(n) for n in re.findall(r"(\d+) of the (\d+) tokens", str(err.value))[0])
+    assert 0 < read < of and of >= to_read - 1  # stopped part-way (the counter may miss one token)
+    assert err.value.completion_tokens == 0
+    again = llm.chat(LONG_PROMPT, max_tokens=30, temperature=0.0, seed=1)
+    assert again.text == full.text  # the partly read context answers like a fresh one
+    assert llm.stats.last_read <= to_read - read + MIN_SUFFIX_TOKENS  # and only the rest was read
 
 
 def test_a_stop_before_the_call_reads_nothing(llm) -> None:
