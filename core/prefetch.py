@@ -37,7 +37,8 @@ stage "propose_discarded" (zero wall time), so the [budget] llm_tokens still cou
 Threads and exit: the background thread shares the engine's LLM object (llama.cpp serialises calls
 with a lock; a foreground reflection waits for the call in flight). A cancel makes every later call
 of the plan fail at once (CancellableLLM), the call in flight ends at its next generated token
-(LLMCancelled; reading a prompt is not interrupted), and `drop` waits for it, bounded by
+(LLMCancelled: both backends ask the stop while the prompt is read and while they generate, or wait
+for a server), and `drop` waits for it, bounded by
 JOIN_TIMEOUT_S: core/llm/llamacpp.py frees the model at exit (atexit close_all), which must not happen
 under a running call.
 """

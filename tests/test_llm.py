@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from core.errors import LLMError, ModelNotFoundError
+from core.errors import LLMCancelled, LLMError, ModelNotFoundError
 from core.llm import LLMConfig, make_llm, parse_json_reply
 from core.llm.openai_compat import OpenAICompatLLM, require_local
 from core.llm.schema import schema_errors
@@ -179,6 +179,60 @@ def test_openai_backend_unreachable_is_an_llm_error() -> None:
     srv.close()
     with pytest.raises(LLMError, match="is the server running"):
         OpenAICompatLLM(url, timeout_s=5).chat([{"role": "user", "content": "hi"}])
+
+
+class FakeSlowServer:
+    """A fake model server that takes the request, then holds its reply until released, watching whether
+    the client hangs up meanwhile (what tells llama-server or vLLM to abort a generation)."""
+
+    def __init__(self) -> None:
+        self.received, self.release, self.client_left = threading.Event(), threading.Event(), threading.Event()
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                self.rfile.read(int(self.headers["Content-Length"]))
+                outer.received.set()
+                self.connection.settimeout(30)
+                try:
+                    if self.connection.recv(1) == b"":  # the client closed its side before any reply
+                        outer.client_left.set()
+                        return
+                except OSError:
+                    outer.client_left.set()
+                    return
+                outer.release.wait(30)
+
+            def log_message(self, *args) -> None:
+                pass
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.release.set()
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+def test_openai_backend_a_stop_ends_a_request_in_flight_and_hangs_up() -> None:
+    srv = FakeSlowServer()
+    try:
+        llm = OpenAICompatLLM(srv.url, timeout_s=60)
+        with pytest.raises(LLMCancelled, match="while the server worked on it"):
+            llm.chat([{"role": "user", "content": "hi"}], should_stop=srv.received.is_set)  # stop once it is working
+        assert not srv.release.is_set()  # the call ended with the reply still held back
+        assert srv.client_left.wait(10)  # and the server saw the client go
+    finally:
+        srv.close()
+
+
+def test_openai_backend_a_stop_check_that_stays_false_gets_the_reply(server: FakeOpenAIServer) -> None:
+    asked = []
+    reply = OpenAICompatLLM(server.url).chat([{"role": "user", "content": "ok?"}],
+                                             should_stop=lambda: asked.append(1) or False)
+    assert reply.text == '{"answer": "yes"}' and asked  # asked before the request at least
 
 
 # --------------------------------------------------------------------------------------------- llama.cpp loading

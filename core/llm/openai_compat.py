@@ -1,17 +1,21 @@
 """Optional backend: an OpenAI-compatible server on this machine (llama-server, `vllm serve`).
 
 Only loopback hosts are accepted: the project's premise is that prompts (the user's research
-code) never leave the machine. Uses urllib so there is no client dependency.
+code) never leave the machine. Uses http.client so there is no client dependency.
+
+A request runs on a worker thread while the caller asks its stop check; a stop closes the socket,
+which ends the wait at once and tells the server (llama-server, vLLM) to abort the generation.
 """
 
 from __future__ import annotations
 
+import http.client
 import ipaddress
 import json
 import math
+import socket
+import threading
 import time
-import urllib.error
-import urllib.request
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -21,6 +25,7 @@ from core.llm.base import LLMReply, Message, StopCheck, parse_json_reply
 LOCAL_NAMES = {"localhost", "localhost.localdomain"}
 # Without a tokenize endpoint we over-estimate (3 chars per token) so a preflight errs on the safe side.
 CHARS_PER_TOKEN_ESTIMATE = 3.0
+STOP_POLL_S = 0.1  # how often a request in flight asks the caller's stop check
 
 
 def require_local(base_url: str) -> str:
@@ -64,8 +69,8 @@ class OpenAICompatLLM:
         seed: int = 0,
         should_stop: StopCheck | None = None,
     ) -> LLMReply:
-        """One completion. `should_stop` is checked before the request only: a server call is not
-        interrupted (it is fast where such a server runs, on a GPU)."""
+        """One completion. `should_stop` is asked before the request and every STOP_POLL_S while it runs;
+        once true the request is abandoned (its connection closed) and the call ends with LLMCancelled."""
         if should_stop is not None and should_stop():
             raise LLMCancelled("LLM call stopped before it started")
         body: dict[str, Any] = {"model": self.model_name, "messages": messages, "max_tokens": max_tokens,
@@ -73,7 +78,7 @@ class OpenAICompatLLM:
         if schema is not None:
             body["response_format"] = {"type": "json_schema", "json_schema": {"name": "reply", "schema": schema, "strict": True}}
         start = time.perf_counter()
-        out = self._post(f"{self.base_url}/chat/completions", body)
+        out = self._post(f"{self.base_url}/chat/completions", body, should_stop)
         return _reply(out, schema, time.perf_counter() - start)
 
     def count_tokens(self, text: str) -> int:
@@ -94,20 +99,64 @@ class OpenAICompatLLM:
             return len(out["tokens"])
         raise LLMError(f"{root}/tokenize returned no token count")
 
-    def _post(self, url: str, body: dict) -> dict:
-        req = urllib.request.Request(
-            url, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"}, method="POST"
-        )
+    def _post(self, url: str, body: dict, should_stop: StopCheck | None = None) -> dict:
+        call = _HTTPCall(url, json.dumps(body).encode(), self.timeout_s)
+        worker = threading.Thread(target=call.run, name="llm-http", daemon=True)
+        start = time.perf_counter()
+        worker.start()
+        while worker.is_alive():
+            worker.join(STOP_POLL_S)
+            if worker.is_alive() and should_stop is not None and should_stop():
+                call.abort()
+                worker.join()
+                raise LLMCancelled(f"LLM call stopped while the server worked on it ({time.perf_counter() - start:.1f} s)")
+        return call.result()
+
+
+class _HTTPCall:
+    """One POST with a JSON body, run by `run` on a worker thread; `abort` from another thread ends it."""
+
+    def __init__(self, url: str, data: bytes, timeout_s: float) -> None:
+        parts = urlsplit(url)
+        kind = http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
+        self.url, self.data = url, data
+        self.path = parts.path + (f"?{parts.query}" if parts.query else "")
+        self.conn = kind(parts.hostname or "", parts.port, timeout=timeout_s)
+        self.status, self.payload, self.error = 0, b"", None
+        self.aborted = False
+
+    def run(self) -> None:
         try:
-            with urllib.request.urlopen(req, timeout=self.timeout_s) as resp:
-                return json.loads(resp.read().decode("utf-8"))
-        except urllib.error.HTTPError as exc:
-            detail = exc.read().decode("utf-8", "replace")[:300]
-            raise LLMError(f"{url} answered HTTP {exc.code}: {detail}") from exc
-        except (urllib.error.URLError, TimeoutError, ConnectionError) as exc:
-            raise LLMError(f"cannot reach {url}: {exc}; is the server running?") from exc
-        except json.JSONDecodeError as exc:
-            raise LLMError(f"{url} did not answer JSON: {exc}") from exc
+            self.conn.connect()
+            if self.aborted:  # abort() came before the socket existed, so it could not shut it down
+                return
+            self.conn.request("POST", self.path, body=self.data, headers={"Content-Type": "application/json"})
+            resp = self.conn.getresponse()
+            self.status, self.payload = resp.status, resp.read()
+        except (OSError, http.client.HTTPException) as exc:  # socket errors, timeouts, a closed connection
+            self.error = exc
+        finally:
+            self.conn.close()
+
+    def abort(self) -> None:
+        self.aborted = True  # set before reading the socket: run() checks it after connecting
+        sock = self.conn.sock
+        if sock is not None:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)  # wakes the worker's blocked read; the server sees the client go
+            except OSError:
+                pass  # already closed by the worker
+
+    def result(self) -> dict:
+        if self.error is not None:
+            raise LLMError(f"cannot reach {self.url}: {self.error}; is the server running?") from self.error
+        if self.status >= 400:
+            detail = self.payload.decode("utf-8", "replace")[:300]
+            raise LLMError(f"{self.url} answered HTTP {self.status}: {detail}")
+        try:
+            return json.loads(self.payload.decode("utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise LLMError(f"{self.url} did not answer JSON: {exc}") from exc
 
 
 def _reply(out: dict, schema: dict | None, seconds: float) -> LLMReply:
