@@ -21,6 +21,7 @@ torch is imported lazily so that `import core.contract` stays cheap for the TUI.
 from __future__ import annotations
 
 import dataclasses
+import sys
 from dataclasses import dataclass, field
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
@@ -96,7 +97,8 @@ class RolloutBatch:
 
 
 def _is_tensor(v: object) -> bool:
-    return type(v).__module__.startswith("torch") and hasattr(v, "shape")
+    torch = sys.modules.get("torch")  # not imported here: no tensor can exist without it
+    return torch is not None and isinstance(v, torch.Tensor)
 
 
 def _validate(b: RolloutBatch) -> None:

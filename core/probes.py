@@ -15,7 +15,10 @@ Each probe checks: advantages are a finite tensor [B] or [B, T]; the loss is a
 finite scalar with a gradient; d loss / d logprobs is finite, exactly zero on
 padding, and non-zero where the rewards vary; metrics is a dict of finite
 floats; filter_groups (if defined) returns bool [B]; nothing in the batch is
-modified in place.
+modified in place. A probe that passes is then replayed with the batch on a
+simulated accelerator (core/accelsim.py): code that would break on a GPU (a
+tensor made on the CPU and mixed with the batch's, .numpy(), outputs left on
+the CPU) is a problem here too, before any GPU job starts.
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ from typing import Any
 
 import torch
 
+from core.accelsim import SimulatedAccelerator, batch_to_accelerator, on_accelerator, to_accelerator
 from core.contract import RolloutBatch, load_algorithm
 from core.jobspec import write_json_atomic
 
@@ -157,11 +161,15 @@ def run_probes(module: ModuleType, algorithm_path: str) -> dict[str, Any]:
     problems: list[str] = []
     outputs: dict[str, Any] = {}
     parts: list[Any] = []
-    for case in build_probes():
+    cases = build_probes()
+    for case in cases:
         outcome = _run_case(module, case, algorithm_path)
         problems += [f"probe {case.name}: {p}" for p in outcome.problems]
         outputs[case.name] = outcome.summary
         parts.append([case.name, outcome.fingerprint_parts])
+    if not problems:  # the first probe that would fail on a GPU, once the CPU behaviour is right
+        problems += next(([f"probe {c.name} on a GPU (simulated): {p}" for p in found] for c in cases
+                          if (found := _accelerator_problems(module, c, algorithm_path))), [])
     behaviour = _digest(parts)
     hparams = json.dumps(getattr(module, "HPARAMS", {}), sort_keys=True, default=repr)
     outputs["behaviour_fingerprint"] = behaviour
@@ -180,6 +188,32 @@ def _run_case(module: ModuleType, case: ProbeCase, path: str) -> ProbeOutcome:
     if not out.problems:
         out.problems += _mutations(case.batch, snapshot)
     return out
+
+
+def _accelerator_problems(module: ModuleType, case: ProbeCase, path: str) -> list[str]:
+    """The probe replayed with the batch on the simulated accelerator; what would fail on a GPU."""
+    torch.manual_seed(0)
+    batch = batch_to_accelerator(case.batch)
+    hp = copy.deepcopy(module.HPARAMS)
+    try:
+        with SimulatedAccelerator():
+            fg = getattr(module, "filter_groups", None)
+            keep = fg(batch, hp) if fg is not None else torch.ones(batch.batch_size, dtype=torch.bool)
+            if not bool(keep.any()):
+                return []
+            if not bool(keep.all()):
+                batch = batch.select(keep)
+            made = [("filter_groups' mask", keep)] if fg is not None else []
+            made.append(("the advantages", module.compute_advantages(batch, hp)))
+            if all(on_accelerator(t) for _, t in made):  # else the loss would fail on the stray tensor first
+                logprobs = to_accelerator(case.logprobs)[keep].clone().requires_grad_(True)  # [B', T]
+                made.append(("the loss", module.compute_policy_loss(logprobs, batch, made[-1][1], hp)[0]))
+                made[-1][1].backward()
+    except Exception as exc:  # noqa: BLE001  (the candidate's bug is a finding, not our crash)
+        return [_describe_exception(exc, path)]
+    stray = [what for what, t in made if not on_accelerator(t)]
+    why = f"{', '.join(stray)} came back on the CPU; make them from the batch's tensors or with device=batch.rewards.device"
+    return [why] if stray else []
 
 
 def _exercise(module: ModuleType, case: ProbeCase, out: ProbeOutcome) -> None:

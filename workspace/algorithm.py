@@ -39,10 +39,11 @@ def group_mean_std(rewards: torch.Tensor, group_ids: torch.Tensor) -> tuple[torc
     """Mean and std (Bessel-corrected, as torch.std) of each sample's group, both [B]."""
     _, idx = torch.unique(group_ids, return_inverse=True)  # [B] dense group index
     n_groups = int(idx.max()) + 1
-    count = torch.zeros(n_groups, dtype=rewards.dtype).index_add(0, idx, torch.ones_like(rewards))  # [G]
-    mean = torch.zeros(n_groups, dtype=rewards.dtype).index_add(0, idx, rewards) / count  # [G]
+    # new_zeros: on the rewards' device (CUDA in recipe math), so index_add does not mix devices
+    count = rewards.new_zeros(n_groups).index_add(0, idx, torch.ones_like(rewards))  # [G]
+    mean = rewards.new_zeros(n_groups).index_add(0, idx, rewards) / count  # [G]
     sq_dev = (rewards - mean[idx]) ** 2  # [B]
-    var = torch.zeros(n_groups, dtype=rewards.dtype).index_add(0, idx, sq_dev) / (count - 1).clamp(min=1)
+    var = rewards.new_zeros(n_groups).index_add(0, idx, sq_dev) / (count - 1).clamp(min=1)
     return mean[idx], var.sqrt()[idx]
 
 
