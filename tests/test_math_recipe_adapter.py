@@ -245,3 +245,32 @@ def test_gpu_smoke_with_vllm_on_a_local_model(tmp_path):
     result = run_job(spec, cand, lines.append)
     assert result.steps_done == 2 and len(lines) == 2
     assert result.extra["use_vllm"] == vllm_usable()
+
+
+# --------------------------------------------------------------------------------------------- through the CLI
+
+
+def test_poise_eval_runs_recipe_math_end_to_end(tiny, tmp_path):
+    """`poise init --recipe math` + `poise eval seed`: verification (probes, smoke job) and the full job run
+    in the sandbox through core.recipes.job, and the archive records the seed as evaluated."""
+    from engine_support import poise
+
+    from core.archive import Archive
+    from core.config import load_config, save_config
+
+    cache, run = tmp_path / "cache", tmp_path / "run"
+    poise(["init", "--recipe", "math", run], cache)
+    cfg = load_config(run / "run.toml")
+    cfg.seeds = [0]
+    cfg.limits.timeout_s = 600.0
+    for key, value in job_spec(tiny, tmp_path).recipe_config.items():
+        setattr(cfg.math, key, value)
+    cfg.math.benchmarks = ["math500", "minerva"]
+    save_config(cfg, run / "run.toml")
+    proc = poise(["eval", run, "seed"], cache, timeout=900)
+    seed = Archive.open(run, readonly=True).get("seed")
+    assert seed.status == "evaluated", proc.stdout[-2000:]
+    assert seed.verification["ok"] and set(seed.results) == {"0"}, seed.results
+    result = seed.results["0"]
+    assert result["outcome"] == "evaluated" and result["steps_done"] == 2, result
+    assert set(result["eval"]) == {"selection", "heldout"}

@@ -59,7 +59,7 @@ def run(spec: JobSpec) -> JobResult:
     if spec.recipe == "math":
         from core.recipes.math.run import run_job as run_math  # written separately; heavy imports stay lazy
 
-        return run_math(spec, emit)
+        return run_math(spec, load_algorithm(spec.algorithm_path), emit)
     raise ConfigError(f"spec.json: unknown recipe {spec.recipe!r}; valid recipes: 'tiny', 'math'")
 
 
