@@ -76,7 +76,11 @@ def evaluate(archive, ws, paths: RunPaths, cfg: RunConfig, cand_id: str, seeds: 
              on_progress: Progress | None = None, should_cancel: Callable[[], bool] | None = None,
              cost_stage: str = "train"):
     """Train and evaluate `cand_id` on `seeds` (default: its recorded seeds or the run's); returns the Candidate.
-    The jobs' wall time is charged to `cost_stage` (confirm and rerun keep theirs apart from the first training)."""
+    The jobs' wall time is charged to `cost_stage` (confirm and rerun keep theirs apart from the first training).
+    A recipe that is not ready on this machine raises ConfigError first, and nothing is recorded."""
+    from core.recipes import preflight
+
+    preflight.check(cfg)
     cand = archive.get(cand_id)
     # Until a candidate has a result, the run's seeds win over those recorded at its creation: a user
     # who edits [seeds] in run.toml between `poise init` and `poise run` gets them for the seed too.

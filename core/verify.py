@@ -66,7 +66,11 @@ def check_once(src: str, paths: RunPaths, cfg: RunConfig, ws, cand_id: str, atte
 
 def verify(archive, ws, paths: RunPaths, cfg: RunConfig, cand_id: str, repair: Repair | None = None,
            max_repairs: int = 0, should_cancel: Cancel | None = None) -> Verdict:
-    """Verify `cand_id`, repairing up to `max_repairs` times; records the verdict and sets the status."""
+    """Verify `cand_id`, repairing up to `max_repairs` times; records the verdict and sets the status.
+    A recipe that is not ready on this machine raises ConfigError first, and nothing is recorded."""
+    from core.recipes import preflight
+
+    preflight.check(cfg)
     t0 = time.time()
     cand = archive.get(cand_id)
     parent_fp = ""

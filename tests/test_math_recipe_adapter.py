@@ -251,15 +251,24 @@ def test_gpu_smoke_with_vllm_on_a_local_model(tmp_path):
 
 
 def test_poise_eval_runs_recipe_math_end_to_end(tiny, tmp_path):
-    """`poise init --recipe math` + `poise eval seed`: verification (probes, smoke job) and the full job run
-    in the sandbox through core.recipes.job, and the archive records the seed as evaluated."""
-    from engine_support import poise
+    """`poise init --recipe math`, then `poise run` and `poise eval` before the model and data are set: a clear
+    error naming each missing path, and the seed untouched. Once run.toml is fixed, `poise eval seed` runs
+    verification (probes, smoke job) and the full job in the sandbox through core.recipes.job, and the
+    archive records the seed as evaluated."""
+    from engine_support import poise, read_engine_json
 
     from core.archive import Archive
     from core.config import load_config, save_config
 
     cache, run = tmp_path / "cache", tmp_path / "run"
     poise(["init", "--recipe", "math", run], cache)
+    for cmd in (["run", run, "--budget", "1"], ["eval", run, "seed"]):
+        proc = poise(cmd, cache, check=False)
+        out = proc.stdout + proc.stderr
+        assert proc.returncode != 0 and "model_path is empty" in out and "aime24.jsonl" in out, out[-2000:]
+        assert "olympiadbench.jsonl" in out  # every problem is listed, not only the first
+        assert Archive.open(run, readonly=True).get("seed").status == "implemented"  # nothing rejected
+    assert read_engine_json(run)["message"].startswith("error: recipe math is not ready")  # what the TUI shows
     cfg = load_config(run / "run.toml")
     cfg.seeds = [0]
     cfg.limits.timeout_s = 600.0

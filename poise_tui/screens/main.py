@@ -50,6 +50,7 @@ class MainScreen(SteeringActions, WorkerErrors, Screen[None]):
         self.poll_s = poll_s
         self.read_only = read_only
         self.engine_state = EngineState()
+        self._error_shown = ""  # the engine's last "error: ..." message, shown once as a notification
         self.diff_against = "parent"
         self._target: tuple[str, ...] = ()  # (selected, parent, baseline) the watcher loads curves for
         self._poke = threading.Event()
@@ -147,6 +148,14 @@ class MainScreen(SteeringActions, WorkerErrors, Screen[None]):
         self.query_one(StatusBar).show(st, self.read_only)
         training = st.candidate if st.stage == "train" and st.state in ("running", "paused", "stopping") else ""
         self.tree.set_training(training, st.progress)
+        self._show_engine_error(st)
+
+    def _show_engine_error(self, st: EngineState) -> None:
+        """Why the engine stopped (a run.toml problem, a missing model): the status bar says only "stopped"."""
+        if st.message.startswith("error:") and st.message != self._error_shown:
+            self._error_shown = st.message
+            self.notify(st.message.removeprefix("error:").strip(), title="engine stopped", severity="error",
+                        timeout=60, markup=False)
 
     @on(CurvesUpdated)
     def curves_updated(self, message: CurvesUpdated) -> None:

@@ -134,3 +134,16 @@ async def test_worker_failure_becomes_error_dialog(recorded_run: Path) -> None:
 
         await wait_until(pilot, lambda: isinstance(app.screen, ErrorDialog), what="error dialog")
         assert "archive.json" in app.screen.message
+
+
+async def test_why_the_engine_stopped_is_shown_once(recorded_run: Path) -> None:
+    from core.runstate import EngineState, write_state
+
+    why = "recipe math is not ready on this machine:\n  - [math].model_path is empty"
+    write_state(recorded_run, EngineState(state="stopped", message=f"error: {why}"))
+    app = make_app(recorded_run)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await wait_until(pilot, lambda: why in notes(app), what="the engine's error as a notification")
+        write_state(recorded_run, EngineState(state="stopped", message=f"error: {why}", candidates_done=1))
+        await wait_until(pilot, lambda: app.screen.engine_state.candidates_done == 1, what="engine.json re-read")
+        assert notes(app).count(why) == 1  # the same error is not repeated on every poll

