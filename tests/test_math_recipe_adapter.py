@@ -255,7 +255,7 @@ def test_poise_eval_runs_recipe_math_end_to_end(tiny, tmp_path):
     error naming each missing path, and the seed untouched. Once run.toml is fixed, `poise eval seed` runs
     verification (probes, smoke job) and the full job in the sandbox through core.recipes.job, and the
     archive records the seed as evaluated."""
-    from engine_support import poise, read_engine_json
+    from engine_support import FakeOpenAIServer, poise, read_engine_json
 
     from core.archive import Archive
     from core.config import load_config, save_config
@@ -283,3 +283,15 @@ def test_poise_eval_runs_recipe_math_end_to_end(tiny, tmp_path):
     result = seed.results["0"]
     assert result["outcome"] == "evaluated" and result["steps_done"] == 2, result
     assert set(result["eval"]) == {"selection", "heldout"}
+
+    # One round of the loop on top (LLM: the engine tests' fake server): propose, implement, verify, train,
+    # reflect, all on recipe math.
+    with FakeOpenAIServer() as srv:
+        cfg = load_config(run / "run.toml")
+        cfg.llm.backend, cfg.llm.base_url, cfg.llm.n_ctx, cfg.llm.max_prompt_tokens = "openai", srv.base_url, 16384, 0
+        cfg.search.selection.parents_per_round, cfg.search.proposals_per_parent, cfg.search.confirm_top_k = 1, 1, 0
+        save_config(cfg, run / "run.toml")
+        poise(["run", run, "--budget", "1"], cache, timeout=900)
+    cands = {c.id: c for c in Archive.open(run, readonly=True).all()}
+    assert sorted(cands) == ["c001", "seed"] and cands["c001"].status == "reflected", cands["c001"].status
+    assert cands["c001"].results["0"]["outcome"] == "evaluated" and read_engine_json(run)["state"] == "finished"
