@@ -94,7 +94,20 @@ def test_fit_sections_never_fails_when_even_required_sections_overflow(bpe_count
 # --------------------------------------------------------------------------------------------- OpenAI-compatible
 
 
-class FakeOpenAIServer:
+class LocalServer:
+    """A real HTTP server on 127.0.0.1 in a daemon thread; subclasses give the handler."""
+
+    def _serve(self, handler: type[BaseHTTPRequestHandler]) -> None:
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+class FakeOpenAIServer(LocalServer):
     """A real HTTP server on 127.0.0.1 serving canned OpenAI-style JSON; records each request body."""
 
     def __init__(self, content: str, tokenize: bool = True) -> None:
@@ -123,13 +136,7 @@ class FakeOpenAIServer:
             def log_message(self, *args) -> None:
                 pass
 
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
-
-    def close(self) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
+        self._serve(Handler)
 
 
 @pytest.fixture
@@ -181,7 +188,7 @@ def test_openai_backend_unreachable_is_an_llm_error() -> None:
         OpenAICompatLLM(url, timeout_s=5).chat([{"role": "user", "content": "hi"}])
 
 
-class FakeSlowServer:
+class FakeSlowServer(LocalServer):
     """A fake model server that takes the request, then holds its reply until released, watching whether
     the client hangs up meanwhile (what tells llama-server or vLLM to abort a generation)."""
 
@@ -206,14 +213,11 @@ class FakeSlowServer:
             def log_message(self, *args) -> None:
                 pass
 
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+        self._serve(Handler)
 
     def close(self) -> None:
         self.release.set()
-        self.httpd.shutdown()
-        self.httpd.server_close()
+        super().close()
 
 
 def test_openai_backend_a_stop_ends_a_request_in_flight_and_hangs_up() -> None:
