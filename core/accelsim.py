@@ -92,6 +92,8 @@ class SimulatedAccelerator(TorchFunctionMode):
                 return ACCELERATOR
             if descriptor is torch.Tensor.is_cuda:
                 return True
+            out = func(*args)  # .T, .mT, .data, .real: a view stays where its tensor is
+            return to_accelerator(out) if isinstance(out, torch.Tensor) else out
         return func(*args)
 
     @staticmethod

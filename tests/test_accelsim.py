@@ -45,6 +45,8 @@ CASES: list[Case] = [
     ("stack of device and CPU tensors", lambda dev, on: torch.stack([dev(x4), torch.ones(4)]) is not None, True),
     ("where with a scalar", lambda dev, on: on(torch.where(dev(x4) > 1, dev(x4), 0.0)), False),
     ("item and tolist work", lambda dev, on: dev(x4).sum().item() == 6.0 and dev(x4).tolist() == [0, 1, 2, 3], False),
+    ("a transpose property stays on the device", lambda dev, on: on(dev(torch.ones(2, 3)).T @ dev(torch.ones(2, 3)))
+     and on(dev(torch.ones(2, 3)).mT) and on(dev(x4).data), False),
     ("device and is_cuda", lambda dev, on: dev(x4).device == torch.device("cuda", 0) and dev(x4).is_cuda, False),
     ("setitem of a CPU value into a device tensor", lambda dev, on: dev(torch.zeros(4)).__setitem__(dev(x4) > 1, torch.ones(2)) is None, True),
 ]
