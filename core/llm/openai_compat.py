@@ -26,6 +26,7 @@ LOCAL_NAMES = {"localhost", "localhost.localdomain"}
 # Without a tokenize endpoint we over-estimate (3 chars per token) so a preflight errs on the safe side.
 CHARS_PER_TOKEN_ESTIMATE = 3.0
 STOP_POLL_S = 0.1  # how often a request in flight asks the caller's stop check
+ABORT_JOIN_S = 5.0  # the longest wait for the worker after a stop shut its socket down
 
 
 def require_local(base_url: str) -> str:
@@ -108,7 +109,7 @@ class OpenAICompatLLM:
             worker.join(STOP_POLL_S)
             if worker.is_alive() and should_stop is not None and should_stop():
                 call.abort()
-                worker.join()
+                worker.join(ABORT_JOIN_S)  # bounded: a connect in progress is not interrupted (the thread is a daemon)
                 raise LLMCancelled(f"LLM call stopped while the server worked on it ({time.perf_counter() - start:.1f} s)")
         return call.result()
 
