@@ -42,6 +42,7 @@ WARM_MODULES = ("torch", "core.contract", "core.sandbox", "core.recipes.job", "c
                 "transformers", "transformers.models.auto.modeling_auto", "transformers.models.llama.modeling_llama",
                 "transformers.models.qwen2.modeling_qwen2")
 START_TIMEOUT_S = 120.0
+HOME_PREFIX = "poise-zygote-"  # + the engine's pid: a later engine removes the homes of dead ones
 POLL_S = 0.05
 
 ZYGOTE_MAIN = (
@@ -84,7 +85,8 @@ class Zygote:
     """The engine's handle on one zygote process (one per project root)."""
 
     def __init__(self, project_root: str, env: dict[str, str]) -> None:
-        self.home = tempfile.mkdtemp(prefix="poise-zygote-")
+        remove_stale_homes()
+        self.home = tempfile.mkdtemp(prefix=f"{HOME_PREFIX}{os.getpid()}-")
         env = {**env, "HOME": self.home, "TMPDIR": self.home}
         argv = [sys.executable, "-I", "-B", "-c", ZYGOTE_MAIN, project_root, *WARM_MODULES]
         self.proc = subprocess.Popen(argv, cwd=self.home, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
@@ -160,6 +162,17 @@ class Zygote:
             self.proc.kill()
             self.proc.wait(5)
         shutil.rmtree(self.home, ignore_errors=True)
+
+
+def remove_stale_homes() -> None:
+    """Home dirs of zygotes whose engine is gone. close() removes its own, but an engine killed with
+    kill -9 cannot: without this sweep every such kill left one in the temp dir (149 after a few test runs)."""
+    import shutil
+
+    for home in Path(tempfile.gettempdir()).glob(f"{HOME_PREFIX}*-*"):
+        owner = home.name.removeprefix(HOME_PREFIX).split("-", 1)[0]
+        if owner.isdigit() and int(owner) != os.getpid() and _dead(int(owner)):
+            shutil.rmtree(home, ignore_errors=True)
 
 
 def _dead(pid: int) -> bool:

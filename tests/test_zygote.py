@@ -131,3 +131,20 @@ def test_switched_off_means_a_fresh_interpreter(tmp_path: Path, monkeypatch: pyt
     assert not isinstance(proc.popen, zygote.ForkedChild)
     assert proc.popen.wait(60) == 0
     proc.close()
+
+
+def test_homes_of_dead_engines_are_removed_and_live_ones_kept(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """An engine killed with kill -9 cannot remove its zygote's home; the next zygote's start does."""
+    import subprocess
+    import tempfile
+
+    gone = subprocess.Popen(["true"])
+    gone.wait()  # a pid that has just died
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    dead = tmp_path / f"{zygote.HOME_PREFIX}{gone.pid}-abc123"
+    live = tmp_path / f"{zygote.HOME_PREFIX}{os.getppid()}-def456"  # the process that started pytest
+    legacy = tmp_path / f"{zygote.HOME_PREFIX}ghi789"  # no pid in the name: not ours to judge
+    for home in (dead, live, legacy):
+        (home / "torchinductor_root").mkdir(parents=True)
+    zygote.remove_stale_homes()
+    assert not dead.exists() and live.exists() and legacy.exists()
