@@ -112,10 +112,13 @@ class SimulatedAccelerator(TorchFunctionMode):
     @staticmethod
     def _check_same_device(name: str, args: tuple, flat: list) -> None:
         if name in ("__getitem__", "__setitem__", "index_put_", "index_put"):
-            # index tensors may stay on the CPU; the indexed tensor and a tensor value may not differ
-            flat = [args[0]] + ([args[2]] if name == "__setitem__" and len(args) > 2 else [])
+            # Index tensors may stay on the CPU. A value set through tensor indices (index_put) must be on
+            # the indexed tensor's device; through slices and ints it is a copy_, which may cross devices.
+            indices = tree_flatten(args[1])[0] if len(args) > 1 else []
+            advanced = any(isinstance(i, torch.Tensor) for i in indices)
+            flat = [args[0]] + ([args[2]] if name == "__setitem__" and advanced and len(args) > 2 else [])
             if not on_accelerator(args[0]):
-                flat += [t for t in tree_flatten(args[1])[0] if on_accelerator(t)]
+                flat += [t for t in indices if on_accelerator(t)]
         cpu = [t for t in flat if isinstance(t, torch.Tensor) and not on_accelerator(t) and t.dim() > 0]
         if cpu and any(on_accelerator(t) for t in flat):
             shapes = ", ".join(str(list(t.shape)) for t in cpu[:3])

@@ -48,8 +48,14 @@ CASES: list[Case] = [
     ("a transpose property stays on the device", lambda dev, on: on(dev(torch.ones(2, 3)).T @ dev(torch.ones(2, 3)))
      and on(dev(torch.ones(2, 3)).mT) and on(dev(x4).data), False),
     ("device and is_cuda", lambda dev, on: dev(x4).device == torch.device("cuda", 0) and dev(x4).is_cuda, False),
+    ("slice assignment of a CPU tensor is a copy", lambda dev, on: on(_set(dev(torch.zeros(4)), slice(0, 2), torch.ones(2))), False),
     ("setitem of a CPU value into a device tensor", lambda dev, on: dev(torch.zeros(4)).__setitem__(dev(x4) > 1, torch.ones(2)) is None, True),
 ]
+
+
+def _set(t: torch.Tensor, index: object, value: object) -> torch.Tensor:
+    t[index] = value
+    return t
 
 
 def _run_case(code: Callable, dev: Callable, on: Callable, mode: contextlib.AbstractContextManager) -> bool:
