@@ -55,8 +55,18 @@ def init_run(run_dir: str | Path, recipe: str = "tiny", name: str = "") -> Path:
 
 
 def cmd_init(a: argparse.Namespace) -> int:
+    from core.config import load_config
+    from core.recipes import preflight
+
     root = init_run(a.dir, a.recipe, a.name)
-    print(f"created run {root} (recipe {a.recipe}); start it with: poise run {a.dir}   or watch it: poise-tui {a.dir}")
+    print(f"created run {root} (recipe {a.recipe})")
+    missing = preflight.problems(load_config(Path(root) / "run.toml"))
+    if missing:  # recipe math starts without a model and user benchmarks: say so now, not at the first job
+        print(f"before it can run, edit {Path(root) / 'run.toml'}:")
+        print("\n".join(f"  - {m}" for m in missing))
+        print(f"then check with: poise check {a.dir}")
+    else:
+        print(f"start it with: poise run {a.dir}   or watch it: poise-tui {a.dir}")
     return 0
 
 

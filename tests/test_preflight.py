@@ -49,10 +49,11 @@ def test_poise_check_says_what_is_ready_and_what_is_not(tmp_path: Path) -> None:
 
     cache = tmp_path / "cache"
     tiny, math = tmp_path / "tiny", tmp_path / "math"
-    poise(["init", tiny], cache)
+    assert "start it with: poise run" in poise(["init", tiny], cache).stdout
     out = poise(["check", tiny], cache).stdout
     assert "recipe tiny: ready" in out and "workspace: ready" in out
-    poise(["init", "--recipe", "math", math], cache)
+    told = poise(["init", "--recipe", "math", math], cache).stdout  # init says what is missing at once
+    assert "before it can run, edit" in told and "model_path is empty" in told and "poise check" in told
     cfg = load_config(math / "run.toml")
     cfg.llm.model_path = str(tmp_path / "missing.gguf")
     save_config(cfg, math / "run.toml")
