@@ -5,7 +5,13 @@ One "step" = generate prompts_per_step x group_size responses, score them, and t
 Both run in this process, one after the other, with the same torch thread count, so
 the ratio is measured in one run. The first step of each is a warm-up and not timed.
 
-    .venv/bin/python bench/bench_trainer_vs_trl.py [--steps 4] [--threads 1]
+    .venv/bin/python bench/bench_trainer_vs_trl.py [--steps 4] [--threads 1] [--vocab N]
+
+`--vocab N` pads the tokenizer and the (tied) embedding to N tokens, the new rows initialised around
+the mean embedding. It asks how the ratio moves with the vocabulary size, which is where the issue
+expected TRL's cost to be. The padded model samples its new tokens too, so responses run to the
+length limit and rewards are 0. The work is still the same for both trainers, but the numbers are not
+those of the recipe.
 """
 
 from __future__ import annotations
@@ -14,6 +20,7 @@ import argparse
 import copy
 import json
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Self
@@ -145,15 +152,32 @@ def profile_ours(model, tok, cfg: TinyConfig) -> str:
     return prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=12)
 
 
+def padded_vocabulary(model, tok, size: int, out_dir: Path):
+    """The model and tokenizer with unused tokens up to `size`, saved to and loaded back from `out_dir`
+    (TRL loads its reference model from the path in the model's config)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tok.add_tokens([f"<u{i}>" for i in range(max(0, size - len(tok)))])
+    model.resize_token_embeddings(len(tok), mean_resizing=True)
+    model.save_pretrained(out_dir)
+    tok.save_pretrained(out_dir)
+    return AutoModelForCausalLM.from_pretrained(out_dir), AutoTokenizer.from_pretrained(out_dir)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--steps", type=int, default=4)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--profile", action="store_true")
+    ap.add_argument("--vocab", type=int, default=0, help="pad the vocabulary to this size (0: the recipe's own)")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     cfg = TinyConfig()
     base, tok, _ = load_or_build(cfg)
+    if a.vocab:
+        torch.manual_seed(0)
+        base, tok = padded_vocabulary(base, tok, a.vocab, Path(tempfile.mkdtemp(prefix="poise-bench-vocab-")))
+        print(f"vocabulary padded to {len(tok)} tokens", flush=True)
     make_eval_sets(cfg.task_seed, cfg.eval_size)
     ours = bench_ours(copy.deepcopy(base), tok, cfg, a.steps)
     print("ours", json.dumps(ours), flush=True)

@@ -65,7 +65,7 @@ def generate(model: PreTrainedModel, tok: PreTrainedTokenizerFast, prompts: list
             logits = model(input_ids=step_in, attention_mask=attn, position_ids=pos,
                            cache=cache, use_cache=True).logits[:, -1].float()  # [b, V]
             logp = torch.log_softmax(logits / max(temperature, 1e-6), dim=-1)  # [b, V]
-            nxt = logits.argmax(-1) if greedy else torch.multinomial(logp.exp(), 1, generator=generator).squeeze(1)
+            nxt = logits.argmax(-1) if greedy else sample(logp, generator)
             out_ids[live, t] = nxt
             out_lp[live, t] = logp.gather(1, nxt[:, None]).squeeze(1)
             ended = nxt == tok.eos_token_id  # [b]
@@ -84,6 +84,21 @@ def generate(model: PreTrainedModel, tok: PreTrainedTokenizerFast, prompts: list
     truncated = (response == tok.eos_token_id).sum(1) == 0  # [B] no EOS within the limit
     # out_lp is 0 wherever a row was no longer generating: nothing was written there
     return Rollout(ids, mask, response, resp_mask, out_lp[:, :width], truncated, _decode(tok, response))
+
+
+def sample(logp: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    """One token per row of log-probs [b, V], by inverse transform: one uniform number per row.
+
+    torch.multinomial draws an exponential per vocabulary entry; at V = 32K that was 68% of a rollout
+    (bench/RESULTS.md). Here a token is drawn exactly when the uniform number falls in its step of the
+    cumulative distribution, so a token of probability 0 (an empty step) is never drawn. The uniform
+    number is scaled by the row's total, so float rounding of the sum never runs past the last token.
+    """
+    import torch
+
+    cdf = logp.exp().cumsum(-1)  # [b, V] non-decreasing
+    u = torch.rand(cdf.shape[0], 1, generator=generator, dtype=cdf.dtype) * cdf[:, -1:]  # [b, 1] in [0, total)
+    return torch.searchsorted(cdf, u, right=True).squeeze(1)  # [b] first index whose cdf exceeds u
 
 
 def _decode(tok: PreTrainedTokenizerFast, response: torch.Tensor) -> list[str]:
