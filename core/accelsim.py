@@ -18,6 +18,7 @@ It checks the usual mistakes, not every CUDA rule: a call it does not know passe
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from typing import Any
 
@@ -27,8 +28,9 @@ from torch.utils._pytree import tree_flatten, tree_map
 
 ACCELERATOR = torch.device("cuda", 0)
 # Calls whose tensor arguments may legally sit on different devices.
-_CROSS_DEVICE = {"to", "copy_", "cpu", "cuda", "__get__", "backward", "__setstate__", "__reduce_ex__", "__deepcopy__"}
-_LEAVES_ACCELERATOR = {"cpu", "tolist", "item", "__bool__", "__int__", "__float__", "__index__", "__len__", "__repr__",
+_CROSS_DEVICE = {"to", "copy_", "backward", "__setstate__", "__reduce_ex__", "__deepcopy__"}
+# Calls on an accelerator tensor whose result is not on it (Python values, a string).
+_LEAVES_ACCELERATOR = {"tolist", "item", "__bool__", "__int__", "__float__", "__index__", "__len__", "__repr__",
                        "__format__", "__hash__", "dim", "size", "numel"}
 
 
@@ -48,6 +50,11 @@ def to_accelerator(t: torch.Tensor) -> torch.Tensor:
 
 def on_accelerator(value: Any) -> bool:
     return isinstance(value, OnAccelerator)
+
+
+def _mark(out: Any) -> Any:
+    """Every tensor in a call's result (a tensor, tuple, list or dict of them), marked as on the accelerator."""
+    return tree_map(lambda v: to_accelerator(v) if isinstance(v, torch.Tensor) else v, out)
 
 
 def _is_accelerator_device(value: Any) -> bool:
@@ -72,7 +79,7 @@ class SimulatedAccelerator(TorchFunctionMode):
             raise DeviceMismatch("can't convert a tensor on the accelerator (cuda:0) to numpy; "
                                  "stay in torch, or call .cpu() first")
         if name == "cuda" or any(_is_accelerator_device(v) for v in flat):
-            return self._made_on_accelerator(func, args, kwargs)
+            return self._made_on_accelerator(func, name, args, kwargs)
         if on_acc and name not in _CROSS_DEVICE:
             self._check_same_device(name, args, flat)
         out = func(*args, **kwargs)
@@ -80,9 +87,7 @@ class SimulatedAccelerator(TorchFunctionMode):
             return out  # in place: the result is args[0], already marked or not
         if name == "cpu" or (name == "to" and _moves_to_cpu(args, kwargs)):
             return out.as_subclass(torch.Tensor)  # a CPU tensor's .cpu() returns itself: unmark it
-        if on_acc and name not in _LEAVES_ACCELERATOR:
-            return tree_map(lambda v: to_accelerator(v) if isinstance(v, torch.Tensor) else v, out)
-        return out
+        return _mark(out) if on_acc and name not in _LEAVES_ACCELERATOR else out
 
     @staticmethod
     def _property(func: Callable, args: tuple) -> Any:
@@ -97,17 +102,15 @@ class SimulatedAccelerator(TorchFunctionMode):
         return func(*args)
 
     @staticmethod
-    def _made_on_accelerator(func: Callable, args: tuple, kwargs: dict) -> Any:
+    def _made_on_accelerator(func: Callable, name: str, args: tuple, kwargs: dict) -> Any:
         """A factory or move to the accelerator: run it on the CPU and mark what it made."""
+        if name == "cuda":
+            return _mark(args[0])
+
         def cpu(v: Any) -> Any:
             return torch.device("cpu") if _is_accelerator_device(v) else v
 
-        args, kwargs = tree_map(cpu, args), tree_map(cpu, kwargs)
-        if getattr(func, "__name__", "") == "cuda":
-            out = args[0]
-        else:
-            out = func(*args, **kwargs)
-        return tree_map(lambda v: to_accelerator(v) if isinstance(v, torch.Tensor) else v, out)
+        return _mark(func(*tree_map(cpu, args), **tree_map(cpu, kwargs)))
 
     @staticmethod
     def _check_same_device(name: str, args: tuple, flat: list) -> None:
@@ -130,7 +133,6 @@ class SimulatedAccelerator(TorchFunctionMode):
 
 def batch_to_accelerator(batch: Any) -> Any:
     """A copy of a RolloutBatch whose tensors (reward_parts too) are on the simulated accelerator."""
-    import dataclasses
 
     def move(v: Any) -> Any:
         if isinstance(v, torch.Tensor):

