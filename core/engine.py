@@ -237,7 +237,7 @@ class Engine:
             failed = self.state.message.startswith("error")
             if not failed:
                 self.state.message = f"engine {self.state.state}"
-            self.publish(stage="idle", progress=0.0)
+            self.publish(stage="idle", candidate="", progress=0.0)  # nothing is in progress any more
             lock.release()
         return 1 if failed else 0  # scripts driving `poise run` see that it stopped on a problem
 

@@ -65,6 +65,7 @@ def test_run_completes_the_budget_with_every_stage_recorded(finished) -> None:
     assert all(len(c.proposal["screening"]) == 2 for c in new)  # the runner-up's score is kept with the winner
     state = json.loads((run / "engine.json").read_text())
     assert state["state"] == "finished" and state["candidates_done"] == 2 and state["candidates_budget"] == 2
+    assert state["stage"] == "idle" and state["candidate"] == "" and state["progress"] == 0.0  # nothing in progress
     assert not (run / "engine.lock").exists()
 
 

@@ -27,7 +27,10 @@ class StatusBar(Horizontal):
         state.set_classes(f"state-{st.state}")
         stage = f"{st.stage} {st.candidate}".strip()
         self.query_one("#stage", Static).update(stage)
-        self.query_one("#stage-progress", ProgressBar).update(progress=round(st.progress * 100))
+        bar = self.query_one("#stage-progress", ProgressBar)
+        bar.update(progress=round(st.progress * 100))
+        # a bar only means something while a stage runs; "idle 0%" on a finished run reads as stuck
+        bar.display = st.state in ("running", "paused", "stopping") and st.stage != "idle"
         queue = f" q:{','.join(st.queue[:3])}{'…' if len(st.queue) > 3 else ''}" if st.queue else ""
         info = f"{budget_text(st)} {st.llm_tokens_per_s:.0f}tok/s{queue}"
         self.query_one("#budget", Static).update(info)

@@ -147,3 +147,21 @@ async def test_why_the_engine_stopped_is_shown_once(recorded_run: Path) -> None:
         write_state(recorded_run, EngineState(state="stopped", message=f"error: {why}", candidates_done=1))
         await wait_until(pilot, lambda: app.screen.engine_state.candidates_done == 1, what="engine.json re-read")
         assert notes(app).count(why) == 1  # the same error is not repeated on every poll
+
+
+
+async def test_progress_bar_shows_only_while_a_stage_runs(live_engine) -> None:
+    from core.runstate import EngineState, write_state
+
+    app = make_app(live_engine.run_dir)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await loaded(app, pilot, 4)
+        cand_id = live_engine.propose()
+        live_engine.train_step(cand_id, 2)
+        bar, stage = app.screen.query_one("#stage-progress"), app.screen.query_one("#stage")
+        await wait_until(pilot, lambda: f"train {cand_id}" in str(stage.render()) and bar.display, what="training")
+        # what Engine.run publishes last when the budget is spent
+        write_state(live_engine.run_dir, EngineState(state="finished", stage="idle", candidate="", progress=0.0))
+        await wait_until(pilot, lambda: app.screen.engine_state.state == "finished", what="engine.json re-read")
+        await pilot.pause()
+        assert not bar.display and cand_id not in str(stage.render())
