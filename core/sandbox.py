@@ -23,8 +23,9 @@ What is isolated, and by what:
   cancel kills the job and every child it left (SIGTERM, then SIGKILL).
 * **Kernel limits** (enforced by the kernel, cannot be bypassed by Python
   code): RLIMIT_AS (memory), RLIMIT_CPU, RLIMIT_FSIZE, RLIMIT_NPROC and
-  RLIMIT_CORE=0. They are set by the bootstrap as its very first action, before
-  any project or candidate code is imported, rather than in a `preexec_fn`:
+  RLIMIT_CORE=0. They are set by the bootstrap as its very first action
+  (core/rlimits.py, standard library only), before torch or candidate code is
+  imported, rather than in a `preexec_fn`:
   the engine and the TUI are multi-threaded, and `preexec_fn` can deadlock in a
   forked child of a threaded parent. RLIMIT_NPROC is not enforced for root.
 * **Network namespace**: when the job runs as root on Linux, the bootstrap
@@ -82,16 +83,13 @@ THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
 KILL_GRACE_S = 3.0
 _CLONE_NEWNET = 0x40000000  # from <sched.h>
 
-# The -c program: limits first (before any import of project code), then the real bootstrap.
+# The -c program: limits first (core/rlimits.py is standard library only), then the real bootstrap.
 BOOTSTRAP = (
-    "import sys, json, resource\n"
+    "import sys, json\n"
     "cfg = json.loads(sys.argv[1])\n"
-    "for name, (soft, hard) in cfg['rlimits'].items():\n"
-    "    kind = getattr(resource, name)\n"
-    "    cap = resource.getrlimit(kind)[1]\n"
-    "    cap = hard if cap == resource.RLIM_INFINITY else min(hard, cap)\n"
-    "    resource.setrlimit(kind, (min(soft, cap), cap))\n"
     "sys.path.insert(0, cfg['project_root'])\n"
+    "from core.rlimits import apply_rlimits\n"
+    "apply_rlimits(cfg['rlimits'])\n"
     "from core.sandbox import _bootstrap_main\n"
     "_bootstrap_main(cfg, sys.argv[2:])\n"
 )

@@ -320,7 +320,7 @@ def _exit_code(code: Any) -> int:
 
 
 def _become_job(request: dict[str, Any]) -> None:
-    import resource
+    from core.rlimits import apply_rlimits
 
     job = Path(request["job"])
     os.chdir(job)
@@ -334,11 +334,7 @@ def _become_job(request: dict[str, Any]) -> None:
     os.environ.clear()
     os.environ.update(request["env"])
     cfg = request["cfg"]
-    for name, (soft, hard) in cfg["rlimits"].items():  # the same rule as sandbox.BOOTSTRAP
-        kind = getattr(resource, name)
-        cap = resource.getrlimit(kind)[1]
-        cap = hard if cap == resource.RLIM_INFINITY else min(hard, cap)
-        resource.setrlimit(kind, (min(soft, cap), cap))
+    apply_rlimits(cfg["rlimits"])  # what sandbox.BOOTSTRAP does first in a fresh interpreter
     from core.sandbox import _bootstrap_main
 
     _bootstrap_main(cfg, request["args"])
