@@ -178,8 +178,6 @@ class AtomicJSONStorage(Storage):
             raw = self.path.read_bytes()
         except FileNotFoundError:
             return None
-        if not raw.strip():
-            return None
         self._cache, self._cache_sig = _parse_tables(raw, self.path), sig
         return self._cache
 
@@ -215,6 +213,10 @@ class AtomicJSONStorage(Storage):
 
 def _parse_tables(raw: bytes, path: Path) -> dict[str, dict[str, Any]]:
     untouched = "it was not modified; move it aside or restore a backup, then reopen the run"
+    if not raw.strip():
+        # Every write replaces the file whole (write, fsync, rename), so an empty archive was emptied by
+        # something else. Read as "no candidates" it would make the engine discard the run's branches.
+        raise CorruptArchiveError(f"{path}: the file is empty; {untouched}")
     try:
         data = json.loads(raw)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:

@@ -205,7 +205,8 @@ class Engine:
         self.publish(stage="idle", message=lock.stale_note or "started")
         signal.signal(signal.SIGTERM, lambda *_: setattr(self, "_stop_requested", True))
         try:
-            self.recover()
+            if not self._recovered():
+                return 1
             while True:
                 self.apply_inbox()
                 if self._stop_requested:
@@ -221,9 +222,7 @@ class Engine:
                     log.info("%s", exc)
                     continue
                 except PoiseError as exc:  # a condition the user must act on: stop cleanly and say why
-                    log.error("engine stopped: %s", exc)
-                    self.state.state = "stopped"
-                    self.publish(message=f"error: {exc}")
+                    self._stop_on(exc)
                     break
                 if not more:
                     self.state.state = "finished"
@@ -240,6 +239,19 @@ class Engine:
             self.publish(stage="idle", candidate="", progress=0.0)  # nothing is in progress any more
             lock.release()
         return 1 if failed else 0  # scripts driving `poise run` see that it stopped on a problem
+
+    def _stop_on(self, exc: PoiseError) -> None:
+        log.error("engine stopped: %s", exc)
+        self.state.state = "stopped"
+        self.publish(message=f"error: {exc}")
+
+    def _recovered(self) -> bool:
+        try:
+            self.recover()
+        except PoiseError as exc:
+            self._stop_on(exc)
+            return False
+        return True
 
     def step(self, budget: int | None) -> bool:
         """Do one unit of work; False when there is nothing left to do within the budget."""
@@ -441,17 +453,24 @@ class Engine:
 
     # ---- crash recovery ----
     def recover(self) -> None:
-        """Make the repo and the archive agree after a crash: a candidate branch the archive does not
-        know (killed between git commit and archive write) is removed; a candidate whose recorded
-        commit is missing from git goes back to `proposed` so it is implemented again."""
+        """Make the repo and the archive agree after a crash: a `proposed` candidate's branch (killed
+        between git commit and archive write) is removed so it is implemented again; an `implemented` one
+        whose branch is gone is rejected. A branch the archive does not know at all cannot come from a crash
+        (the record is always written before the branch), so the archive lost records: the branch is set
+        aside as lost/<id>-<time>, never deleted."""
         orphans = reap_orphan_jobs(self.paths.jobs)
         if orphans:
             log.warning("killed %d job(s) left running by the previous engine: process groups %s", len(orphans), orphans)
         branches = self.ws.candidate_branches()
         known = {c.id: c for c in self.archive.all()}
-        for cid in set(branches) - set(known):
-            log.warning("removing branch cand/%s: not in the archive (interrupted implementation)", cid)
-            self.ws.delete_candidate(cid)
+        unknown = sorted(set(branches) - set(known))
+        if "seed" in unknown:
+            raise PoiseError(f"{self.archive.path} has no record of the seed, but the repo has cand/seed and "
+                             f"{len(branches) - 1} other candidate branch(es): the archive is not this run's (emptied, "
+                             "or restored from elsewhere). Nothing was changed; restore archive.json from a backup.")
+        for cid in unknown:
+            aside = self.ws.set_aside(cid)
+            log.warning("cand/%s is not in the archive (records lost?); its branch is kept as %s", cid, aside)
         for cid, c in known.items():
             if c.status == "proposed" and cid in branches:
                 self.ws.delete_candidate(cid)  # the implementation is redone from the recorded proposal

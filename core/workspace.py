@@ -23,6 +23,7 @@ import os
 import re
 import shutil
 import tempfile
+import time
 from pathlib import Path
 from typing import Self
 
@@ -287,6 +288,16 @@ class Workspace:
         old = self.head(cand_id)
         self.remove_worktree(cand_id)
         self.git.update_ref("-d", f"refs/heads/{_branch(cand_id)}", old)
+
+    def set_aside(self, cand_id: str) -> str:
+        """Rename cand/<id> to lost/<id>-<UTC time> and drop its worktree; returns the new branch name.
+        For a branch the archive does not know: its commits stay in the repo for the user to inspect."""
+        old = self.head(cand_id)
+        aside = f"lost/{cand_id}-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}"
+        self.remove_worktree(cand_id)
+        self.git.update_ref(f"refs/heads/{aside}", old, "")
+        self.git.update_ref("-d", f"refs/heads/{_branch(cand_id)}", old)
+        return aside
 
     # -- plumbing helpers ---------------------------------------------------------------------
 

@@ -228,3 +228,13 @@ def test_pareto_front_and_best_hand_computed(arch: Archive) -> None:
 
 def test_best_is_none_without_scores(arch: Archive) -> None:
     assert arch.best() is None
+
+
+def test_empty_file_is_corrupt_not_an_empty_archive(tmp_path: Path) -> None:
+    """Read as "no candidates", an emptied archive.json made the engine discard every candidate branch."""
+    path = tmp_path / "archive.json"
+    path.write_bytes(b"  \n")
+    for kwargs in ({}, {"readonly": True}, {"create": True}):
+        with pytest.raises(CorruptArchiveError, match=r"archive\.json: the file is empty.*not modified"):
+            Archive.open(tmp_path, **kwargs)
+    assert path.read_bytes() == b"  \n"

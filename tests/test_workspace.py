@@ -263,3 +263,11 @@ def test_template_without_algorithm_is_refused(tmp_path: Path) -> None:
     (tmp_path / "tpl" / "CONTRACT.md").write_text("x")
     with pytest.raises(WorkspaceError, match="no algorithm.py"):
         Workspace.init(tmp_path / "run", tmp_path / "tpl")
+
+
+def test_set_aside_keeps_the_commits_under_lost(ws: Workspace) -> None:
+    sha = ws.create_candidate("c001", "seed", SEED_SRC + "\n# c001\n", "unknown to the archive")
+    wt = ws.worktree("c001")
+    aside = ws.set_aside("c001")
+    assert aside.startswith("lost/c001-") and "c001" not in ws.candidate_branches() and not wt.exists()
+    assert ws.repo.heads[aside].commit.hexsha == sha

@@ -1,0 +1,40 @@
+"""Engine.recover on an archive that lost records: nothing in the repo is deleted."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from engine_support import base_run as _base_run
+from engine_support import copy_run, poise, read_engine_json, session_cache
+
+from core.workspace import Workspace
+
+
+def branches(run: Path) -> dict[str, str]:
+    with Workspace.open(run) as ws:
+        return {h.name: h.commit.hexsha for h in ws.repo.heads}
+
+
+def test_a_branch_the_archive_does_not_know_is_set_aside(tmp_path_factory, tmp_path: Path) -> None:
+    from core.engine import Engine
+
+    run = copy_run(_base_run(tmp_path_factory), tmp_path / "run", None, budget=1)
+    with Workspace.open(run) as ws:
+        sha = ws.create_candidate("c007", "seed", ws.read_algorithm("seed") + "\n# lost record\n", "no record")
+    Engine(run).recover()
+    after = branches(run)
+    lost = [name for name in after if name.startswith("lost/c007-")]
+    assert "cand/c007" not in after and len(lost) == 1 and after[lost[0]] == sha
+    assert "cand/seed" in after
+
+
+def test_an_archive_without_the_seed_stops_the_engine_and_changes_nothing(tmp_path_factory, tmp_path: Path) -> None:
+    run = copy_run(_base_run(tmp_path_factory), tmp_path / "run", None, budget=1)
+    (run / "archive.json").write_text(json.dumps({"candidates": {}}))  # valid, but not this run's archive
+    before = branches(run)
+    proc = poise(["run", run, "--budget", "1"], session_cache(tmp_path_factory), check=False)
+    assert proc.returncode != 0 and "no record of the seed" in proc.stderr
+    assert branches(run) == before
+    state = read_engine_json(run)
+    assert state["state"] == "stopped" and "no record of the seed" in state["message"]
