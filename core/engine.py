@@ -479,18 +479,26 @@ class Engine:
                 # deleted by hand is reported, not silently rebuilt.
                 self.archive.set_status(cid, "rejected", f"branch cand/{cid} missing from the repo")
 
-    # ---- used by the CLI outside the loop ----
+    # ---- used by the CLI outside the loop: each holds the run's lock, so no engine writes meanwhile ----
     def verify_candidate(self, cid: str, repair: bool = False):
+        with EngineLock(self.paths.root, task=f"poise verify {cid}"):
+            return self._verify(cid)
+
+    def _verify(self, cid: str):
         from core.verify import verify
 
         return verify(self.archive, self.ws, self.paths, self.cfg, cid, None, 0)
 
     def evaluate_candidate(self, cid: str, seeds: list[int] | None = None, echo: bool = False):
+        with EngineLock(self.paths.root, task=f"poise eval {cid}"):
+            return self._evaluate(cid, seeds, echo)
+
+    def _evaluate(self, cid: str, seeds: list[int] | None, echo: bool):
         from core.evaluate import evaluate
 
         c = self.archive.get(cid)
         if c.status in ("implemented", "proposed"):
-            v = self.verify_candidate(cid)
+            v = self._verify(cid)
             if not v.ok:
                 raise PoiseError(f"{cid} failed verification ({v.stage}): {v.reason}")
 
@@ -506,10 +514,15 @@ class Engine:
 
 def add_human_candidate(run_dir: Path, source: str, parent_id: str, title: str) -> str:
     """A researcher's hand-written algorithm.py becomes a node with its own branch, like any other."""
+    paths = require_run(run_dir)
+    with EngineLock(paths.root, task=f"poise add {title!r}"):
+        return _add_locked(paths, source, parent_id, title)
+
+
+def _add_locked(paths: RunPaths, source: str, parent_id: str, title: str) -> str:
     from core.archive import Archive, Candidate
     from core.workspace import Workspace
 
-    paths = require_run(run_dir)
     archive = Archive.open(paths.root)
     archive.get(parent_id)
     ws = Workspace.open(paths.root)

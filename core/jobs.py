@@ -78,6 +78,7 @@ class EarlyKill:
     def __init__(self, cfg: Any) -> None:
         self.cfg = cfg
         self.zero_run = 0
+        self.no_update_run = 0
 
     def check(self, row: dict[str, Any]) -> str:
         step = row.get("step", "?")
@@ -98,6 +99,17 @@ class EarlyKill:
             limit = self.cfg.zero_reward_steps
             if limit > 0 and self.zero_run >= limit:
                 return f"reward flat at 0 for {self.zero_run} consecutive steps (up to step {step})"
+        return self._no_update(row.get("kept_frac"), step)
+
+    def _no_update(self, kept: Any, step: Any) -> str:
+        """A filter that drops every group leaves nothing to learn from: the scores would be the warm start's."""
+        if not isinstance(kept, (int, float)):
+            return ""  # no filter_groups: every step updates
+        self.no_update_run = self.no_update_run + 1 if kept <= 0 else 0
+        limit = int(getattr(self.cfg, "no_update_steps", 0) or 0)
+        if limit > 0 and self.no_update_run >= limit:
+            return (f"filter_groups kept no rollout for {self.no_update_run} consecutive steps (up to step {step}): "
+                    "the policy is not being trained")
         return ""
 
 

@@ -11,6 +11,7 @@ import os
 import threading
 import time
 from pathlib import Path
+from typing import Self
 
 from core.errors import EngineLockedError
 from core.jobspec import write_json_atomic
@@ -20,8 +21,12 @@ HEARTBEAT_S = 5.0
 
 
 class EngineLock:
-    def __init__(self, run_dir: Path) -> None:
+    """Held by the engine, and by the CLI commands that write the run outside it (`poise eval`, `verify`, `add`):
+    the archive and the repo have one writer at a time. `task` names the holder in what others are told."""
+
+    def __init__(self, run_dir: Path, task: str = "") -> None:
         self.run_dir = Path(run_dir)
+        self.task = task
         self.path = lock_path(self.run_dir)
         self.stale_note = ""
         self._stop = threading.Event()
@@ -67,6 +72,9 @@ class EngineLock:
         if pid == os.getpid():
             return
         if pid_alive(pid) and age < STALE_AFTER_S:
+            task = lock.get("task", "")
+            if task:
+                raise EngineLockedError(f"`{task}` (pid {pid}) is writing {self.run_dir}; wait for it to finish")
             raise EngineLockedError(
                 f"an engine (pid {pid}) is running on {self.run_dir} (heartbeat {age:.0f}s ago); "
                 "attach with poise-tui or stop it with `poise send <dir> stop`"
@@ -75,7 +83,8 @@ class EngineLock:
         self.stale_note = f"took over a stale lock of engine pid {pid} ({why})"
 
     def _beat(self) -> None:
-        write_json_atomic(self.path, {"pid": os.getpid(), "heartbeat": time.time(), "host": os.uname().nodename})
+        write_json_atomic(self.path, {"pid": os.getpid(), "heartbeat": time.time(), "host": os.uname().nodename,
+                                      "task": self.task})
 
     def _heartbeat_loop(self) -> None:
         while not self._stop.wait(HEARTBEAT_S):
@@ -83,6 +92,12 @@ class EngineLock:
                 self._beat()
             except OSError:
                 pass  # disk full or run dir removed: the engine notices on its next write
+
+    def __enter__(self) -> Self:
+        return self.acquire()
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
 
     def release(self) -> None:
         self._stop.set()

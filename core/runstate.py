@@ -90,5 +90,7 @@ def engine_alive(run_dir: Path) -> bool:
     lock = read_lock(run_dir)
     if not lock:
         return False
+    if lock.get("task"):
+        return False  # held by a CLI command (`poise eval`, ...), not by an engine
     fresh = time.time() - float(lock.get("heartbeat", 0)) < STALE_AFTER_S
     return fresh and pid_alive(int(lock.get("pid", 0)))

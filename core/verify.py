@@ -8,6 +8,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 from core.config import RunConfig
 from core.engine import fault_point
@@ -61,7 +62,22 @@ def check_once(src: str, paths: RunPaths, cfg: RunConfig, ws, cand_id: str, atte
         return Verdict(False, "cancelled by a stop request", "cancelled", fp)
     if result.outcome != "evaluated":
         return Verdict(False, f"smoke run {result.outcome}: {result.reason}"[:2000], "smoke", fp)
+    never_updated = _never_updated(Path(spec.job_dir) / "metrics.jsonl")
+    if never_updated:
+        return Verdict(False, never_updated, "smoke", fp)
     return Verdict(True, "passed static checks, contract probes and a smoke run", "passed", fp)
+
+
+def _never_updated(metrics: Path) -> str:
+    """Why the smoke run trained nothing (filter_groups kept no rollout at any step), or ''. Such a candidate's
+    scores are the warm start's, and across seeds they look like a real, perfectly stable result."""
+    from core.jobspec import read_metrics
+
+    kept = [row.get("kept_frac") for row in read_metrics(metrics)]
+    if kept and all(isinstance(k, (int, float)) and k <= 0 for k in kept):
+        return (f"smoke run: filter_groups kept no rollout in any of its {len(kept)} steps, so the policy was never "
+                "updated; the filter must keep groups whose rewards differ (e.g. some right and some wrong)")
+    return ""
 
 
 def verify(archive, ws, paths: RunPaths, cfg: RunConfig, cand_id: str, repair: Repair | None = None,
