@@ -157,8 +157,10 @@ class Engine:
             try:
                 outcome = self.apply_command(cmd)
                 mark_done(self.paths.root, cmd, outcome, ok=True)
+                log.info("command %s: %s", cmd.get("name"), outcome)
             except PoiseError as exc:
                 mark_done(self.paths.root, cmd, str(exc), ok=False)
+                log.warning("command %s refused: %s", cmd.get("name"), exc)
 
     def apply_command(self, cmd: dict) -> str:
         name, args = cmd.get("name"), cmd.get("args", {})
@@ -299,6 +301,7 @@ class Engine:
         elif cand.status == "evaluated":
             self.publish("reflect", cid, 0.0, f"reflecting on {cid}")
             self.discovery.reflect(cid)
+        log_transition(cand, self.archive.get(cid))
 
     def cancel_requested(self) -> bool:
         """Checked while a job runs: SIGTERM or a stop command cancels the job (it is rerun on resume)."""
@@ -408,6 +411,9 @@ class Engine:
             parents = self.discovery.select_parents()[:slots]
             self.publish("propose", ",".join(parents), 0.0, f"proposing children of {', '.join(parents)}")
             created = self.discovery.propose_children(parents, directive=self.cfg.directive)
+        for cid in created or []:
+            c = self.archive.get(cid)
+            log.info("%s proposed: %r, child of %s", cid, c.title, ", ".join(c.parent_ids))
         self._empty_rounds = 0 if created else self._empty_rounds + 1
         if self._empty_rounds >= MAX_EMPTY_ROUNDS:
             raise PoiseError(f"{MAX_EMPTY_ROUNDS} rounds in a row produced no usable proposal; "
@@ -510,6 +516,18 @@ class Engine:
         if echo:
             print(file=sys.stderr)
         return out
+
+
+def log_transition(before, after) -> None:
+    """One engine.log line per stage a candidate went through: what a user tailing the log follows."""
+    if after.status == before.status:
+        return
+    reason = (after.history[-1].get("reason") or "") if after.history else ""
+    if after.status == "evaluated" and after.metrics:
+        overall = (after.metrics.get("selection") or {}).get("overall") or {}
+        if "mean" in overall:
+            reason = f"selection Overall {overall['mean']:.3f} over {overall.get('n', '?')} seed(s)"
+    log.info("%s: %s -> %s%s", after.id, before.status, after.status, f" ({reason[:300]})" if reason else "")
 
 
 def add_human_candidate(run_dir: Path, source: str, parent_id: str, title: str) -> str:

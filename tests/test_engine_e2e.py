@@ -41,8 +41,20 @@ def finished(tmp_path_factory) -> tuple[Path, FakeOpenAIServer]:
         poise(["init", run], cache)
         # --budget on the command line wins over run.toml; two proposals per round so screening asks the LLM
         write_test_config(run, srv.base_url, budget=5, proposals_per_parent=2)
-        poise(["run", run, "--budget", "2"], cache, timeout=600)
+        out = poise(["run", run, "--budget", "2"], cache, timeout=600)
+    (run.parent / "poise-run.stderr").write_text(out.stderr)  # the engine's log: kept outside the run
     return run, srv
+
+
+def test_the_engine_log_tells_the_story(finished) -> None:
+    """What a user tailing engine.log (or a foreground `poise run`) sees: each candidate's stages and scores."""
+    run, _ = finished
+    text = (run.parent / "poise-run.stderr").read_text()
+    for cid in ("c001", "c002"):
+        assert f"{cid} proposed: " in text, text[-3000:]
+        for move in ("proposed -> implemented", "implemented -> verified", "evaluated -> reflected"):
+            assert f"{cid}: {move}" in text, (cid, move, text[-3000:])
+        assert f"{cid}: verified -> evaluated (selection Overall " in text, text[-3000:]
 
 
 def test_run_completes_the_budget_with_every_stage_recorded(finished) -> None:
