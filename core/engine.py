@@ -23,7 +23,7 @@ from core.errors import LLMCancelled, PoiseError
 from core.inbox import mark_done, pending_commands
 from core.lock import EngineLock
 from core.rundir import RunPaths, require_run
-from core.runstate import EngineState, write_state
+from core.runstate import EngineState, save_directive, saved_directive, write_state
 from core.workqueue import WorkQueue
 
 log = logging.getLogger("poise.engine")
@@ -78,6 +78,9 @@ class Engine:
 
         self.paths: RunPaths = require_run(run_dir)
         self.cfg: RunConfig = load_config(self.paths.config)
+        saved = saved_directive(self.paths.root)
+        if saved is not None:  # set from the TUI or `poise send` since run.toml was written
+            self.cfg.directive = saved
         self.archive = Archive.open(self.paths.root)
         self.ws = Workspace.open(self.paths.root)
         self.queue = WorkQueue(self.paths.root)
@@ -113,6 +116,7 @@ class Engine:
         st.llm_tokens = self.llm_tokens_used()
         st.llm_tokens_per_s = self.llm_tokens_per_s()
         st.queue = self.queue.describe()
+        st.directive = self.cfg.directive
         write_state(self.paths.root, st)
 
     def new_candidates_done(self) -> int:
@@ -175,6 +179,8 @@ class Engine:
             return "stopping: the job or LLM call in flight ends, and is redone on resume"
         if name == "set_directive":
             self.cfg.directive = str(args.get("directive", ""))
+            save_directive(self.paths.root, self.cfg.directive)  # outlives this engine; run.toml stays the user's
+            self.publish()
             return f"directive set to {self.cfg.directive!r}"
         if name == "veto":
             return self.veto(str(args.get("id", "")))

@@ -1,4 +1,6 @@
-"""What the engine publishes about itself: `engine.json` (state) and `engine.lock` (pid + heartbeat).
+"""What the engine publishes about itself: `engine.json` (state) and `engine.lock` (pid + heartbeat),
+and `directive.json`: a directive set while the engine ran (TUI `d`, `poise send set_directive`), which
+outlives the engine and wins over run.toml's.
 
 The engine writes both atomically; TUIs and the CLI only read them. A lock whose
 pid is dead or whose heartbeat is older than STALE_AFTER_S is stale: it is
@@ -33,6 +35,7 @@ class EngineState:
     llm_tokens_per_s: float = 0.0
     wall_s: float = 0.0
     queue: list[str] = field(default_factory=list)
+    directive: str = ""                 # the directive proposals are steered by now
     pid: int = 0
     updated_at: float = 0.0
 
@@ -43,6 +46,23 @@ def state_path(run_dir: Path) -> Path:
 
 def lock_path(run_dir: Path) -> Path:
     return Path(run_dir) / "engine.lock"
+
+
+def directive_path(run_dir: Path) -> Path:
+    return Path(run_dir) / "directive.json"
+
+
+def save_directive(run_dir: Path, text: str) -> None:
+    write_json_atomic(directive_path(run_dir), {"directive": text, "set_at": time.time()})
+
+
+def saved_directive(run_dir: Path) -> str | None:
+    """The directive last set while an engine ran; None when none was (run.toml's then holds)."""
+    try:
+        data = json.loads(directive_path(run_dir).read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+    return data.get("directive") if isinstance(data, dict) and isinstance(data.get("directive"), str) else None
 
 
 def write_state(run_dir: Path, st: EngineState) -> None:

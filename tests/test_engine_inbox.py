@@ -77,6 +77,7 @@ def _pause_and_commands_while_paused(run: Path, proc, srv: FakeOpenAIServer) -> 
     assert not bad_rerun["ok"] and "no candidate 'nope'" in bad_rerun["outcome"]
     directive = applied(run, send_command(run, "set_directive", directive="shorter responses at equal accuracy"), proc)
     assert directive["ok"] and "shorter responses" in directive["outcome"]
+    assert read_engine_json(run)["directive"] == "shorter responses at equal accuracy"  # what the TUI shows
     assert applied(run, send_command(run, "rerun", id="seed", seeds=[3]), proc)["ok"]
     assert applied(run, send_command(run, "fork", id="seed", directive="try sequence-level clipping"), proc)["ok"]
     # All of that was applied while paused: the loop listens, but started no new work.

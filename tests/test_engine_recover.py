@@ -1,4 +1,5 @@
-"""Engine.recover on an archive that lost records: nothing in the repo is deleted."""
+"""What a run keeps across engines: Engine.recover on an archive that lost records deletes nothing in the repo,
+and a directive set while an engine ran is still in force in the next."""
 
 from __future__ import annotations
 
@@ -38,3 +39,14 @@ def test_an_archive_without_the_seed_stops_the_engine_and_changes_nothing(tmp_pa
     assert branches(run) == before
     state = read_engine_json(run)
     assert state["state"] == "stopped" and "no record of the seed" in state["message"]
+
+
+def test_a_directive_set_while_running_outlives_the_engine(tmp_path_factory, tmp_path: Path) -> None:
+    from core.engine import Engine
+
+    run = copy_run(_base_run(tmp_path_factory), tmp_path / "run", None, budget=1)
+    toml = (run / "run.toml").read_bytes()
+    outcome = Engine(run).apply_command({"id": "x1", "name": "set_directive", "args": {"directive": "shorter answers"}})
+    assert "shorter answers" in outcome and read_engine_json(run)["directive"] == "shorter answers"
+    assert Engine(run).cfg.directive == "shorter answers"  # the next engine steers by it too
+    assert (run / "run.toml").read_bytes() == toml  # the user's file (and its comments) is left alone
