@@ -307,6 +307,7 @@ def _bootstrap_main(cfg: dict[str, Any], argv: list[str]) -> None:
     """Runs in the child after the rlimits: network namespace, pre-imports, guard, then the job module."""
     import importlib
     import runpy
+    import warnings
 
     _try_unshare_network()
     for name in cfg["preimport"]:
@@ -314,7 +315,12 @@ def _bootstrap_main(cfg: dict[str, Any], argv: list[str]) -> None:
     if cfg["guard"]:
         install_guard(cfg["allowed_write_dirs"], cfg["trusted_write_dirs"])
     sys.argv = [cfg["module"], *argv]
-    runpy.run_module(cfg["module"], run_name="__main__", alter_sys=True)
+    with warnings.catch_warnings():
+        # The zygote (or `preimport`) imported the job module already, on purpose; runpy then warns in every
+        # job's stderr.log that it runs a second copy as __main__, which is what we want.
+        warnings.filterwarnings("ignore", message=".*found in sys.modules after import of package",
+                                category=RuntimeWarning)
+        runpy.run_module(cfg["module"], run_name="__main__", alter_sys=True)
 
 
 def _try_unshare_network() -> None:

@@ -148,3 +148,11 @@ def test_homes_of_dead_engines_are_removed_and_live_ones_kept(tmp_path: Path, mo
         (home / "torchinductor_root").mkdir(parents=True)
     zygote.remove_stale_homes()
     assert not dead.exists() and live.exists() and legacy.exists()
+
+
+def test_a_preimported_job_module_runs_without_runpy_noise(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """The zygote imports core.recipes.job on purpose; runpy used to warn about it in every job's stderr.log."""
+    res = run(tmp_path / "job", "--no-such-flag", warm=True, monkeypatch=monkeypatch, module="core.recipes.job")
+    stderr = (tmp_path / "job" / "stderr.log").read_text()
+    assert res.returncode != 0 and stderr.strip(), stderr  # it ran, and failed on the bogus flag
+    assert "found in sys.modules" not in stderr, stderr
