@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -172,10 +173,21 @@ def cmd_mechanisms(a: argparse.Namespace) -> int:
     return 0
 
 
+def _read_source(path: str) -> str:
+    """The text of a user's file, or a PoiseError naming it (missing, a directory, unreadable, not text)."""
+    file = Path(path).expanduser()
+    try:
+        return file.read_text()
+    except OSError as exc:
+        raise PoiseError(f"cannot read {file}: {exc.strerror or exc}") from None
+    except UnicodeDecodeError:
+        raise PoiseError(f"cannot read {file}: not a text file (expected a Python algorithm.py)") from None
+
+
 def cmd_add(a: argparse.Namespace) -> int:
     from core.engine import add_human_candidate
 
-    src = Path(a.file).read_text()
+    src = _read_source(a.file)
     cid = add_human_candidate(Path(a.dir), src, a.parent, a.title)
     print(f"added {cid} as a child of {a.parent} (branch cand/{cid}); verify it with: poise verify {a.dir} {cid}")
     return 0
@@ -192,15 +204,18 @@ def cmd_verify(a: argparse.Namespace) -> int:
 def cmd_eval(a: argparse.Namespace) -> int:
     from core.engine import Engine
 
-    seeds = [int(s) for s in a.seeds.split(",")] if a.seeds else None
-    c = Engine(Path(a.dir)).evaluate_candidate(a.id, seeds=seeds, echo=True)
+    c = Engine(Path(a.dir)).evaluate_candidate(a.id, seeds=a.seeds, echo=True)
     print(f"{c.id}: {c.status}  overall selection {_overall(c)}  held-out {_overall(c, 'heldout')}")
-    return 0 if c.status == "evaluated" else 1
+    ran = [str(s) for s in (a.seeds or c.seeds)]
+    # a reflected candidate stays reflected after more seeds: success is every seed asked for evaluated
+    return 0 if all((c.results.get(s) or {}).get("outcome") == "evaluated" for s in ran) else 1
 
 
 def cmd_run(a: argparse.Namespace) -> int:
     from core.engine import run_engine, spawn_detached
+    from core.rundir import require_run
 
+    _note_queued_commands(require_run(a.dir).root)
     if a.detach:
         pid = spawn_detached(Path(a.dir), a.budget)
         print(f"engine started in the background (pid {pid}); log: {Path(a.dir) / 'engine.log'}")
@@ -208,19 +223,61 @@ def cmd_run(a: argparse.Namespace) -> int:
     return run_engine(Path(a.dir), budget=a.budget)
 
 
+def _note_queued_commands(root: Path) -> None:
+    """Commands sent while no engine ran are applied as soon as this one starts. Say so: a stale `pause`
+    would otherwise leave the new engine idle without a word."""
+    from core.inbox import pending_commands
+    from core.runstate import engine_alive
+
+    if engine_alive(root):
+        return  # they belong to the engine that is running; this one will refuse to start
+    queued = [str(cmd.get("name")) for cmd in pending_commands(root)]
+    if queued:
+        print(f"poise: note: {len(queued)} command(s) sent while no engine ran will be applied when it starts: "
+              f"{', '.join(queued)}", file=sys.stderr)
+
+
+# pause and stop act on the engine running now. Queued, they would act on the next engine instead: a pause
+# sent to a stopped run made the next `poise run` sit paused, silently. Other commands queue meaningfully.
+NEEDS_A_RUNNING_ENGINE = {"pause": "there is no engine to pause", "stop": "there is nothing to stop"}
+MISSING_ARG_HINT = {"id": "--id ID, the candidate it applies to",
+                    "directive": '--directive TEXT (--directive "" clears the directive)'}
+
+
+def _send_args(a: argparse.Namespace, archive) -> dict:
+    """The command's arguments, checked before anything is queued: the engine's own checks report only into
+    inbox/done/, which a CLI user never sees. Unknown ids fail with the list of known ones, as `show` does."""
+    from core.inbox import COMMAND_ARGS
+
+    given = {key: value for key, value in (("id", a.id), ("directive", a.directive), ("seeds", a.seeds))
+             if value is not None}
+    takes = COMMAND_ARGS[a.command]
+    for key in given:
+        if key not in takes:
+            allowed = f"; it takes {', '.join('--' + k for k in takes)}" if takes else ""
+            raise PoiseError(f"{a.command} takes no --{key}{allowed}")
+    for key, required in takes.items():
+        if required and key not in given:
+            raise PoiseError(f"{a.command} needs {MISSING_ARG_HINT[key]}")
+    if "id" in given:
+        archive.get(given["id"])
+    return given
+
+
 def cmd_send(a: argparse.Namespace) -> int:
     from core.inbox import send_command
-    from core.rundir import require_run
+    from core.runstate import engine_alive
 
-    paths = require_run(a.dir)
-    args = {}
-    if a.id:
-        args["id"] = a.id
-    if a.directive is not None:
-        args["directive"] = a.directive
-    if a.seeds:
-        args["seeds"] = [int(s) for s in a.seeds.split(",")]
-    print(send_command(paths.root, a.command, **args))
+    paths, archive = _open(a.dir)
+    args = _send_args(a, archive)
+    running = engine_alive(paths.root)
+    if not running and a.command in NEEDS_A_RUNNING_ENGINE:
+        raise PoiseError(f"no engine is running on {paths.root}: {NEEDS_A_RUNNING_ENGINE[a.command]}")
+    cmd_id = send_command(paths.root, a.command, **args)
+    if not running:
+        print(f"poise: warning: no engine is running on {paths.root}; {a.command} is queued and will be applied "
+              f"when an engine starts on this run (poise run {a.dir})", file=sys.stderr)
+    print(cmd_id)
     return 0
 
 
@@ -249,58 +306,110 @@ def cmd_report(a: argparse.Namespace) -> int:
     return 0
 
 
+def seed_list(text: str) -> list[int]:
+    """argparse type of --seeds: "0,1,2" -> [0, 1, 2]; anything else is a usage error, not a traceback."""
+    try:
+        seeds = [int(part) for part in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+    if len(set(seeds)) != len(seeds):  # results are kept per seed: a repeated one would count once
+        raise argparse.ArgumentTypeError(f"each seed once, got {text!r}")
+    return seeds
+
+
+def candidate_budget(text: str) -> int:
+    """argparse type of --budget: a number of candidates, 0 = no limit (as [budget] candidates in run.toml)."""
+    try:
+        count = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of candidates, got {text!r}") from None
+    if count < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0 (0 = no limit), got {count}")
+    return count
+
+
+RUN_DIR_HELP = "the run directory (made by `poise init`)"
+CANDIDATE_HELP = "candidate id, e.g. seed or c001 (`poise lineage DIR` lists them)"
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="poise", description="POISE: discover RL algorithms for LLMs, offline.")
     sub = p.add_subparsers(dest="cmd", required=True)
 
-    def add(name: str, fn: Handler, help: str) -> argparse.ArgumentParser:
+    def add(name: str, fn: Handler, help: str, *positionals: tuple[str, str]) -> argparse.ArgumentParser:
         sp = sub.add_parser(name, help=help, description=help)
         sp.set_defaults(fn=fn)
+        for arg, arg_help in positionals:
+            sp.add_argument(arg, help=arg_help)
         return sp
 
-    sp = add("init", cmd_init, "create a run directory with the GRPO seed")
-    sp.add_argument("dir")
-    sp.add_argument("--recipe", choices=["tiny", "math"], default="tiny")
-    sp.add_argument("--name", default="")
-    add("status", cmd_status, "summary of a run").add_argument("dir")
-    add("check", cmd_check, "is this machine ready for the run? (recipe model and data, LLM, workspace)").add_argument("dir")
-    for name, fn, help in (("show", cmd_show, "one candidate, in full"), ("verify", cmd_verify, "run the verification gauntlet on a candidate")):
-        sp = add(name, fn, help)
-        sp.add_argument("dir")
-        sp.add_argument("id")
-    sp = add("diff", cmd_diff, "unified diff of a candidate's algorithm.py")
-    sp.add_argument("dir")
-    sp.add_argument("id")
+    run_dir, candidate = ("dir", RUN_DIR_HELP), ("id", CANDIDATE_HELP)
+    sp = add("init", cmd_init, "create a run directory with the GRPO seed", ("dir", "the run directory to create"))
+    sp.add_argument("--recipe", choices=["tiny", "math"], default="tiny", help="tiny (CPU, default) or math (GPU)")
+    sp.add_argument("--name", default="", help="a label for the run (default: the directory's name)")
+    add("status", cmd_status, "summary of a run", run_dir)
+    add("check", cmd_check, "is this machine ready for the run? (recipe model and data, LLM, workspace)", run_dir)
+    add("show", cmd_show, "one candidate, in full", run_dir, candidate)
+    add("verify", cmd_verify, "run the verification gauntlet on a candidate", run_dir, candidate)
+    sp = add("diff", cmd_diff, "unified diff of a candidate's algorithm.py", run_dir, candidate)
     sp.add_argument("--against", default="parent", help="parent (default), seed, or another candidate id")
-    add("lineage", cmd_lineage, "the genealogy as a text tree").add_argument("dir")
+    add("lineage", cmd_lineage, "the genealogy as a text tree", run_dir)
     add("mechanisms", cmd_mechanisms, "the registry of known mechanisms")
-    sp = add("add", cmd_add, "add a hand-written algorithm.py as a candidate")
-    sp.add_argument("dir")
-    sp.add_argument("file")
-    sp.add_argument("--parent", required=True)
-    sp.add_argument("--title", required=True)
-    sp = add("eval", cmd_eval, "train and evaluate a candidate on the run's recipe")
-    sp.add_argument("dir")
-    sp.add_argument("id")
-    sp.add_argument("--seeds", default="", help="comma-separated; default: the run's seeds")
-    sp = add("run", cmd_run, "run the discovery loop (the engine)")
-    sp.add_argument("dir")
-    sp.add_argument("--budget", type=int, default=None, help="number of new candidates (overrides run.toml)")
+    sp = add("add", cmd_add, "add a hand-written algorithm.py as a candidate", run_dir,
+             ("file", "a complete algorithm.py (start from `git -C DIR/repo show cand/seed:algorithm.py`)"))
+    sp.add_argument("--parent", required=True, help="id of the candidate it derives from")
+    sp.add_argument("--title", required=True, help="a short title, shown in the tree and the report")
+    sp = add("eval", cmd_eval, "train and evaluate a candidate on the run's recipe", run_dir, candidate)
+    sp.add_argument("--seeds", type=seed_list, default=None,
+                    help="comma-separated integers, e.g. 0,1,2; default: the run's seeds")
+    sp = add("run", cmd_run, "run the discovery loop (the engine)", run_dir)
+    sp.add_argument("--budget", type=candidate_budget, default=None,
+                    help="number of new candidates, 0 = no limit (overrides [budget] candidates in run.toml)")
     sp.add_argument("--detach", action="store_true", help="run in the background; survives the terminal")
-    sp = add("send", cmd_send, "send a command to the running engine")
-    sp.add_argument("dir")
-    sp.add_argument("command", choices=["pause", "resume", "stop", "rerun", "fork", "veto", "set_directive"])
-    sp.add_argument("--id", default="")
-    sp.add_argument("--directive", default=None)
-    sp.add_argument("--seeds", default="")
-    add("report", cmd_report, "write a Markdown report with plots").add_argument("dir")
+    sp = add("send", cmd_send, "send a command to the running engine", run_dir)
+    sp.add_argument("command", choices=["pause", "resume", "stop", "rerun", "fork", "veto", "set_directive"],
+                    help="pause and stop need a running engine; the others wait in the queue until one starts")
+    sp.add_argument("--id", default=None, help="the candidate to rerun, fork or veto")
+    sp.add_argument("--directive", default=None, metavar="TEXT",
+                    help='fork: a goal for its children; set_directive: the run\'s new directive ("" clears it)')
+    sp.add_argument("--seeds", type=seed_list, default=None,
+                    help="rerun: comma-separated integers, e.g. 3,4; default: fresh seeds")
+    add("report", cmd_report, "write a Markdown report with plots", run_dir)
     return p
+
+
+def _stdout_reader_gone() -> bool:
+    """Whether stdout is a pipe whose reader has exited. A BrokenPipeError from anything else (a job's pipe, a
+    socket) is a real failure and must not be hidden as one."""
+    import select
+
+    try:
+        poller = select.poll()
+        poller.register(sys.stdout.fileno(), select.POLLOUT)
+        return any(events & select.POLLERR for _, events in poller.poll(0))
+    except (OSError, ValueError, AttributeError):  # stdout closed or replaced by an object without a descriptor
+        return False
+
+
+def _quiet_exit_on_closed_stdout() -> int:
+    """The reader of our stdout went away (`poise show RUN c001 | head`): exit quietly, as other Unix tools do.
+    Python's docs (signal module, "Note on SIGPIPE"): point stdout at devnull so the flush at interpreter
+    exit does not raise again, and exit 1. SIGPIPE stays ignored, so `poise run` is never killed by it."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    return 1
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        return int(args.fn(args))
+        code = int(args.fn(args))
+        sys.stdout.flush()  # a closed pipe shows up here, where it can be handled, not at interpreter exit
+        return code
+    except BrokenPipeError:
+        if not _stdout_reader_gone():
+            raise
+        return _quiet_exit_on_closed_stdout()
     except PoiseError as exc:
         print(f"poise: error: {exc}", file=sys.stderr)
         return 2

@@ -19,9 +19,9 @@ CONFIG_FILE = "run.toml"
 
 @dataclass
 class BudgetConfig:
-    candidates: int = opt(8, "Stop after this many new candidates have been evaluated (0 = no limit).")
-    wall_hours: float = opt(0.0, "Stop after this many hours of wall time (0 = no limit).")
-    llm_tokens: int = opt(0, "Stop after this many LLM tokens, prompt plus completion (0 = no limit).")
+    candidates: int = opt(8, "Stop after this many new candidates have been evaluated (0 = no limit).", at_least=0)
+    wall_hours: float = opt(0.0, "Stop after this many hours of wall time (0 = no limit).", at_least=0)
+    llm_tokens: int = opt(0, "Stop after this many LLM tokens, prompt plus completion (0 = no limit).", at_least=0)
 
 
 @dataclass
@@ -39,7 +39,10 @@ class LimitsConfig:
 class EarlyKillConfig:
     max_kl: float = opt(5.0, "Kill as diverged when KL to the reference exceeds this.")
     min_entropy: float = opt(1e-4, "Kill as diverged when mean token entropy falls below this (collapse).")
-    zero_reward_steps: int = opt(20, "Kill as diverged after this many consecutive steps with mean reward 0.")
+    zero_reward_steps: int = opt(20, "Kill as diverged after this many consecutive steps with mean reward 0 "
+                                 "(0 = never).", at_least=0)
+    no_update_steps: int = opt(10, "Kill as diverged after this many consecutive steps in which filter_groups kept "
+                               "nothing, so the policy was not updated (0 = never).", at_least=0)
 
 
 @dataclass
@@ -56,6 +59,15 @@ class RunConfig:
     tiny: TinyConfig = opt(TinyConfig(), "Recipe tiny (CPU).")
     math: MathConfig = opt(MathConfig(), "Recipe math (GPU, the paper's protocol).")
 
+    def config_problems(self) -> list[tuple[str, str]]:
+        """Checks across fields (see core/configlib.py): (key, what is wrong)."""
+        if not self.seeds:
+            return [("seeds", "expected at least one seed; every candidate is trained once per seed")]
+        repeated = sorted({s for s in self.seeds if self.seeds.count(s) > 1})
+        if repeated:  # results are stored per seed: a repeated seed would be trained twice and counted once
+            return [("seeds", f"seed(s) {repeated} listed more than once")]
+        return []
+
 
 def load_config(path: Path) -> RunConfig:
     """Read run.toml; every problem names the file and the key."""
@@ -65,7 +77,10 @@ def load_config(path: Path) -> RunConfig:
         raise ConfigError(f"{path}: no such file; create a run with `poise init <dir>`") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from None
-    return from_dict(RunConfig, data, str(path))
+    try:
+        return from_dict(RunConfig, data, "")
+    except ConfigError as exc:  # "run.toml: [tiny].steps: ...": the file, then the key as run.toml spells it
+        raise ConfigError(f"{path}: {exc}") from None
 
 
 def save_config(cfg: RunConfig, path: Path) -> None:

@@ -1,7 +1,10 @@
 """Typed config plumbing: dataclasses with help text, loaded from TOML with errors that name the key.
 
 Every config field is declared with `opt(default, "why this exists")`. The help text is
-written into run.toml as a comment, so the file documents itself.
+written into run.toml as a comment, so the file documents itself. A numeric field can also declare
+its allowed range (`at_least`, `above`, `at_most`), checked when run.toml is loaded, and a config
+class can check what involves several of its fields in a `config_problems()` method: a value that
+would only fail inside a training job (or, worse, run and mean nothing) is named at load time.
 """
 
 from __future__ import annotations
@@ -14,32 +17,77 @@ from typing import Any, Literal, get_args, get_origin
 from core.errors import ConfigError
 
 
-def opt(default: Any, help: str) -> Any:
-    """A config field with a default and a help text (the help is mandatory: config is documentation)."""
+def opt(default: Any, help: str, *, at_least: float | None = None, above: float | None = None,
+        at_most: float | None = None, because: str = "") -> Any:
+    """A config field with a default and a help text (the help is mandatory: config is documentation).
+    `at_least`/`above`/`at_most` bound a number (`because` says why, when the bound is not obvious)."""
+    bounds = {k: v for k, v in (("at_least", at_least), ("above", above), ("at_most", at_most)) if v is not None}
+    metadata = {"help": help, **bounds, **({"because": because} if because else {})}
     if isinstance(default, (list, dict)):
-        return dataclasses.field(default_factory=lambda d=default: type(d)(d), metadata={"help": help})
+        return dataclasses.field(default_factory=lambda d=default: type(d)(d), metadata=metadata)
     if dataclasses.is_dataclass(default):
-        return dataclasses.field(default_factory=lambda d=default: dataclasses.replace(d), metadata={"help": help})
-    return dataclasses.field(default=default, metadata={"help": help})
+        return dataclasses.field(default_factory=lambda d=default: dataclasses.replace(d), metadata=metadata)
+    return dataclasses.field(default=default, metadata=metadata)
 
 
 def from_dict(cls: type, data: dict, where: str) -> Any:
-    """Build dataclass `cls` from `data`; unknown keys and wrong types raise ConfigError naming `where.key`."""
+    """Build dataclass `cls` from `data`; unknown keys, wrong types and values out of range raise ConfigError
+    naming the key. `where` names the table being read: "" for a file's top level (keys print as `seeds`),
+    "[math]" for a section (keys print as `[math].lr`, the way run.toml's comments and messages name them)."""
     if not isinstance(data, dict):
-        raise ConfigError(f"{where}: expected a table, got {type(data).__name__}")
+        raise ConfigError(_at(where, f"expected a table, got {type(data).__name__}"))
     hints = typing.get_type_hints(cls)
-    names = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - names)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - set(fields))
     if unknown:
-        raise ConfigError(f"{where}: unknown key {unknown[0]!r}; valid keys: {', '.join(sorted(names))}")
-    values = {k: _coerce(hints[k], v, f"{where}.{k}") for k, v in data.items()}
-    return cls(**values)
+        raise ConfigError(_at(where, f"unknown key {unknown[0]!r}; valid keys: {', '.join(sorted(fields))}"))
+    values = {}
+    for name, value in data.items():
+        values[name] = _coerce(hints[name], value, _key(where, name))
+        _check_bounds(fields[name], values[name], _key(where, name))
+    obj = cls(**values)
+    problems = getattr(obj, "config_problems", list)()  # [(key, what is wrong)]: checks across fields
+    if problems:
+        name, problem = problems[0]
+        raise ConfigError(_at(_key(where, name), problem))
+    return obj
+
+
+def _at(where: str, message: str) -> str:
+    return f"{where}: {message}" if where else message
+
+
+def _key(table: str, name: str) -> str:
+    """How a key of `table` is named in messages: `seeds` at the top level, `[search.selection].mode` inside."""
+    return f"{table}.{name}" if table else name
+
+
+def _as_table(key: str) -> str:
+    """The label of the sub-table at `key`: `budget` -> `[budget]`, `[search].selection` -> `[search.selection]`."""
+    return "[" + key.replace("[", "").replace("]", "") + "]"
+
+
+BOUNDS = (("at_least", ">="), ("above", ">"), ("at_most", "<="))
+
+
+def _check_bounds(field: dataclasses.Field, value: Any, key: str) -> None:
+    meta = field.metadata
+    if not any(name in meta for name, _ in BOUNDS) or not isinstance(value, (int, float)) or isinstance(value, bool):
+        return
+    # Written as "is within" so that NaN, which fails every comparison, is refused too.
+    within = (("at_least" not in meta or value >= meta["at_least"]) and ("above" not in meta or value > meta["above"])
+              and ("at_most" not in meta or value <= meta["at_most"]))
+    if within:
+        return
+    allowed = " and ".join(f"{op} {meta[name]}" for name, op in BOUNDS if name in meta)
+    why = f" ({meta['because']})" if meta.get("because") else ""
+    raise ConfigError(f"{key}: must be {allowed}{why}, got {value!r}")
 
 
 def _coerce(tp: Any, value: Any, where: str) -> Any:
     origin = get_origin(tp)
     if dataclasses.is_dataclass(tp):
-        return from_dict(tp, value, where)
+        return from_dict(tp, value, _as_table(where))
     if origin is Literal:
         choices = get_args(tp)
         if value not in choices:
@@ -58,7 +106,8 @@ def _coerce(tp: Any, value: Any, where: str) -> Any:
     if origin is dict:
         if not isinstance(value, dict):
             raise ConfigError(f"{where}: expected a table, got {value!r}")
-        return dict(value)
+        _, item = get_args(tp) or (str, Any)
+        return {k: _coerce(item, v, f"{where}.{k}") for k, v in value.items()}
     if tp is float and isinstance(value, (int, float)) and not isinstance(value, bool):
         return float(value)
     if tp is Any or (isinstance(tp, type) and isinstance(value, tp) and not (tp is int and isinstance(value, bool))):

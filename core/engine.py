@@ -509,6 +509,7 @@ class Engine:
         from core.evaluate import evaluate
 
         c = self.archive.get(cid)
+        was = c.status
         if c.status in ("implemented", "proposed"):
             v = self._verify(cid)
             if not v.ok:
@@ -521,6 +522,11 @@ class Engine:
         out = evaluate(self.archive, self.ws, self.paths, self.cfg, cid, seeds, on_progress=show)
         if echo:
             print(file=sys.stderr)
+        if was == "reflected" and out.status in ("evaluated", "diverged", "crashed", "timed_out"):  # as rerun() does:
+            # a finished node stays reflected (and scored) whatever the new seeds did; no second reflection
+            note = "" if out.status == "evaluated" else f"; a new seed ended {out.status}"
+            ran = seeds or list(self.cfg.seeds)
+            out = self.archive.set_status(cid, "reflected", f"re-evaluated on seeds {ran} (poise eval{note})")
         return out
 
 

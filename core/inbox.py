@@ -27,6 +27,18 @@ COMMANDS = {
     "set_directive": "change the run's directive for later proposals: {directive}",
 }
 
+# The arguments each command takes (True: required). Senders check them before writing the command: a
+# mistake found only by the engine is recorded in inbox/done/, where a CLI user never sees it.
+COMMAND_ARGS: dict[str, dict[str, bool]] = {
+    "pause": {},
+    "resume": {},
+    "stop": {},
+    "rerun": {"id": True, "seeds": False},
+    "fork": {"id": True, "directive": False},
+    "veto": {"id": True},
+    "set_directive": {"directive": True},
+}
+
 
 def inbox_dir(run_dir: Path) -> Path:
     return Path(run_dir) / "inbox"

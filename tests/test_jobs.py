@@ -71,6 +71,15 @@ def test_zero_reward_must_be_consecutive() -> None:
     assert "reward flat at 0 for 3 consecutive steps" in rules.check({"step": 6, "reward_mean": 0.0})
 
 
+def test_no_update_must_be_consecutive_and_needs_a_filter() -> None:
+    rules = EarlyKill(EarlyKillConfig(no_update_steps=3))
+    kept = [0.0, 0.0, 0.25, 0.0, 0.0]
+    assert all(rules.check({"step": i, "kept_frac": k}) == "" for i, k in enumerate(kept))
+    assert "kept no rollout for 3 consecutive steps" in rules.check({"step": 6, "kept_frac": 0.0})
+    no_filter = EarlyKill(EarlyKillConfig(no_update_steps=1))  # rows without kept_frac: every step updated
+    assert all(no_filter.check({"step": i, "reward_mean": 0.5}) == "" for i in range(5))
+
+
 def write_job_dir(tmp_path: Path, stderr: str = "", result: JobResult | None = None) -> Path:
     (tmp_path / "stderr.log").write_text(stderr)
     if result is not None:

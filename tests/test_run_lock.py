@@ -64,3 +64,16 @@ def test_the_lock_is_released_after_the_command(run: Path, tmp_path_factory, tmp
     src.write_text((ROOT / "workspace" / "algorithm.py").read_text().replace('"clip_eps": 0.2,', '"clip_eps": 0.3,'))
     out = poise(["add", run, src, "--parent", "seed", "--title", "mine"], session_cache(tmp_path_factory))
     assert "added c001" in out.stdout and not lock_path(run).exists()
+
+
+def test_eval_of_a_reflected_candidate_keeps_it_reflected(run: Path, tmp_path_factory):
+    """Like a queued rerun: more seeds for a finished node must not send it back for a second reflection."""
+    from core.archive import Archive
+
+    arch = Archive.open(run)
+    if arch.get("seed").status == "evaluated":
+        arch.set_status("seed", "reflected", "no reflection (seed or ablation)")
+    poise(["eval", run, "seed", "--seeds", "5"], session_cache(tmp_path_factory), timeout=600)
+    seed = Archive.open(run, readonly=True).get("seed")
+    assert "5" in seed.results and seed.status == "reflected"
+    assert seed.history[-1]["reason"] == "re-evaluated on seeds [5] (poise eval)"
