@@ -23,15 +23,10 @@ CHUNK = 512  # rows per generation call: bounds memory, large enough to amortise
 
 
 def check_eval_config(cfg: TinyConfig) -> None:
-    known = set(cfg.greedy_splits) | set(cfg.passk_splits)
-    both = set(cfg.greedy_splits) & set(cfg.passk_splits)
-    if both:
-        raise ConfigError(f"tiny: split(s) {sorted(both)} are in both greedy_splits and passk_splits; pick one")
-    missing = sorted(set(cfg.weights) - known)
-    if missing:
-        raise ConfigError(f"tiny.weights: {missing} not in greedy_splits or passk_splits; add them or drop the weight")
-    if not any(cfg.weights.get(s, 0.0) > 0 for s in known):
-        raise ConfigError("tiny.weights: every evaluated split has weight 0; give at least one a positive weight")
+    """TinyConfig's cross-field checks (run at load too), again for configs built in code or changed since."""
+    problems = cfg.config_problems()
+    if problems:
+        raise ConfigError("; ".join(f"[tiny].{key}: {what}" for key, what in problems))
 
 
 def _solved(model: PreTrainedModel, tok: PreTrainedTokenizerFast, problems: list[Problem], max_new: int,
