@@ -34,9 +34,12 @@ METRIC_KEYS = (
     "clip_frac",       # fraction of tokens whose ratio was clipped
     "grad_norm",       # gradient norm before clipping
     "zero_var_frac",   # fraction of groups whose rewards are all equal
-    "kept_frac",       # fraction of rollouts the candidate's filter_groups kept (absent without one); 0: no update
     "loss",
     "step_time_s",
+)
+# Written only by some steps or candidates.
+OPTIONAL_METRIC_KEYS = (
+    "kept_frac",       # fraction of rollouts the candidate's filter_groups kept (only with one); 0: no update
 )
 
 Outcome = Literal["evaluated", "diverged", "crashed", "timed_out", "cancelled"]
