@@ -8,12 +8,20 @@ from textual import work
 from textual.app import App
 
 from poise_tui.commands import SteeringCommands
-from poise_tui.launcher import init_demo_run, needs_engine, runs_home, start_engine
+from poise_tui.launcher import (
+    engine_command,
+    init_demo_run,
+    needs_engine,
+    resume_budget,
+    runs_home,
+    start_engine,
+    started_note,
+)
 from poise_tui.screens.common import WorkerErrors
 from poise_tui.screens.main import MainScreen
 
 
-class PoiseApp(WorkerErrors, App[None]):
+class PoiseApp(App[None], WorkerErrors):
     TITLE = "poise"
     CSS_PATH = "app.tcss"
     COMMANDS = App.COMMANDS | {SteeringCommands}
@@ -61,7 +69,9 @@ class PoiseApp(WorkerErrors, App[None]):
 
     @work(thread=True, group="engine", exit_on_error=False, name="engine starter")
     def ensure_engine(self, run_dir: Path) -> None:
-        """Start a detached engine when none is alive and the run is not finished."""
+        """Start a detached engine when none is alive, the run is not finished and its archive is readable;
+        a stopped run resumes with the budget its last engine had."""
         if needs_engine(run_dir):
-            pid = start_engine(run_dir)
-            self.call_from_thread(self.notify, f"started the engine (pid {pid}); it keeps running after you quit")
+            budget = resume_budget(run_dir)
+            pid = start_engine(run_dir, engine_command(run_dir, budget))
+            self.call_from_thread(self.notify, started_note(pid, budget))

@@ -16,7 +16,9 @@ class SteeringCommands(Provider):
 
         if not isinstance(self.screen, MainScreen):
             return []
-        return [(help_text(b), b.action, key_label(b)) for b in MAIN_BINDINGS]
+        # Only the actions the screen has active now (pause or resume, not both).
+        return [(help_text(b), b.action, key_label(b)) for b in MAIN_BINDINGS
+                if self.screen.check_action(b.action, ()) is not False]
 
     async def discover(self) -> Hits:
         for description, action, key in self._entries():

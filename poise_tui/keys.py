@@ -17,7 +17,9 @@ MAIN_BINDINGS: list[Binding] = [
     _b("question_mark", "help", "Help", "this list of keys", True, "?"),
     _b("q", "detach", "Quit", "quit the TUI; the engine keeps running", True),
     _b("Q", "quit_and_stop", "Quit+stop", "quit and ask the engine to stop after its current stage", display="Q"),
-    _b("p", "toggle_pause", "Pause", "pause or resume the engine", True),
+    # Two bindings, one key: MainScreen.check_action keeps only the one that applies, so the footer says which.
+    _b("p", "pause", "Pause", "pause the engine", True),
+    _b("p", "resume", "Resume", "resume the paused engine", True),
     _b("f", "fork", "Fork", "fork from the selected node (optional directive)", True),
     _b("r", "rerun", "Rerun", "rerun the selected node on new seeds", True),
     _b("v", "veto", "Veto", "veto the selected proposed/verified node", True),

@@ -16,7 +16,9 @@ from core.errors import RunDirError
 from core.rundir import runs_home
 from core.runstate import engine_alive, read_state
 
-__all__ = ["check_run_dir", "init_demo_run", "most_recent_run", "needs_engine", "runs_home", "start_engine"]
+__all__ = ["archive_problem", "check_run_dir", "engine_command", "init_demo_run", "most_recent_run", "needs_engine",
+           "resume_budget", "runs_home", "start_engine", "started_note"]
+
 
 def _activity(run_dir: Path) -> float:
     """When the run last changed: the newest of engine.json and archive.json."""
@@ -39,13 +41,49 @@ def check_run_dir(run_dir: Path) -> Path:
     return run_dir
 
 
+def archive_problem(run_dir: Path) -> str | None:
+    """Why the run's archive.json cannot be read, or None when it can (or does not exist yet).
+
+    An engine started on an unreadable archive dies at once, so attaching must not start one."""
+    from core.archive import ARCHIVE_FILE, Archive  # lazy, like RunReader: keeps the TUI's import path light
+    from core.errors import ArchiveError
+
+    if not (Path(run_dir) / ARCHIVE_FILE).exists():
+        return None
+    try:
+        Archive.open(run_dir, readonly=True)
+    except ArchiveError as exc:
+        return str(exc)
+    return None
+
+
 def needs_engine(run_dir: Path) -> bool:
-    """True when no engine is alive and the run is not finished (so attaching should start one)."""
-    return not engine_alive(run_dir) and read_state(run_dir).state != "finished"
+    """True when no engine is alive, the run is not finished and its archive is readable (so attaching should
+    start one)."""
+    return (not engine_alive(run_dir) and read_state(run_dir).state != "finished"
+            and archive_problem(run_dir) is None)
 
 
-def engine_command(run_dir: Path) -> list[str]:
-    return [sys.executable, "-m", "core.cli", "run", str(run_dir), "--detach"]
+def resume_budget(run_dir: Path) -> int | None:
+    """The candidate budget the run's last engine ran with (engine.json), None when there is none to keep.
+
+    `poise run RUN --budget 4` overrides run.toml only for that engine; resuming without it would quietly
+    switch the run back to run.toml's budget."""
+    return read_state(run_dir).candidates_budget or None
+
+
+def engine_command(run_dir: Path, budget: int | None = None) -> list[str]:
+    command = [sys.executable, "-m", "core.cli", "run", str(run_dir), "--detach"]
+    if budget is not None:
+        command += ["--budget", str(budget)]
+    return command
+
+
+def started_note(pid: int, budget: int | None) -> str:
+    """The toast after attaching started an engine: a resumed run says which budget it keeps."""
+    if budget is not None:
+        return f"resumed the engine (budget {budget} candidates); it keeps running after you quit"
+    return f"started the engine (pid {pid}); it keeps running after you quit"
 
 
 def start_engine(run_dir: Path, command: list[str] | None = None) -> int:

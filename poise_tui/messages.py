@@ -18,7 +18,18 @@ class ArchiveUpdated(Message):
         self.candidates = candidates
 
     def can_replace(self, message: Message) -> bool:
-        return isinstance(message, ArchiveUpdated)
+        return isinstance(message, (ArchiveUpdated, ArchiveUnreadable))
+
+
+class ArchiveUnreadable(Message):
+    """archive.json exists but cannot be read (corrupt): why, in core's words. The watcher keeps going."""
+
+    def __init__(self, error: str) -> None:
+        super().__init__()
+        self.error = error
+
+    def can_replace(self, message: Message) -> bool:
+        return isinstance(message, (ArchiveUpdated, ArchiveUnreadable))
 
 
 class EngineUpdated(Message):

@@ -10,7 +10,11 @@ from core.errors import PoiseError
 
 
 class WorkerErrors(DOMNode):
-    """Mixin for the app and screens (Worker.StateChanged does not bubble, so each node that starts workers has it)."""
+    """Mixin for the app and screens (Worker.StateChanged does not bubble, so each node that starts workers has it).
+
+    List it after the Textual base (`class X(Screen[None], WorkerErrors)`): Textual takes a class's CSS type
+    names and DEFAULT_CSS only through its first DOMNode base, so listed first this mixin would hide `Screen`
+    or `App` from CSS, leaving the screen without a background or foreground (text drawn black on black)."""
 
     @on(Worker.StateChanged)
     def _worker_failed(self, event: Worker.StateChanged) -> None:

@@ -20,7 +20,7 @@ from poise_tui.widgets.curves import CurvesView
 from poise_tui.widgets.metrics_table import MetricsTable
 
 
-class CompareScreen(WorkerErrors, Screen[None]):
+class CompareScreen(Screen[None], WorkerErrors):
     CSS_PATH = "compare.tcss"
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("escape,q", "dismiss", "Back"),

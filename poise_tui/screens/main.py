@@ -16,9 +16,11 @@ from textual.timer import Timer
 from textual.widgets import Footer, Input, Log, Markdown, Static, TabbedContent, TabPane, Tree
 from textual.worker import get_current_worker
 
+from core.errors import ArchiveError
 from core.runstate import EngineState
 from poise_tui.keys import MAIN_BINDINGS
 from poise_tui.messages import (
+    ArchiveUnreadable,
     ArchiveUpdated,
     CurvesUpdated,
     DiffLoaded,
@@ -40,7 +42,7 @@ ENGINE_RECHECK_S = 2.0
 DETAIL_DELAY_S = 0.06  # cursor rest time before the detail pane follows the selection  # a dead engine changes no file, so its state is re-read on a clock too
 
 
-class MainScreen(SteeringActions, WorkerErrors, Screen[None]):
+class MainScreen(SteeringActions, Screen[None], WorkerErrors):
     CSS_PATH = "main.tcss"
     BINDINGS = MAIN_BINDINGS
 
@@ -48,9 +50,10 @@ class MainScreen(SteeringActions, WorkerErrors, Screen[None]):
         super().__init__()
         self.run_dir = Path(run_dir)
         self.poll_s = poll_s
-        self.read_only = read_only
+        self.watch_only = read_only  # opened with --read-only: never steers, whatever the engine does
         self.engine_state = EngineState()
         self._error_shown = ""  # the engine's last "error: ..." message, shown once as a notification
+        self._archive_error = ""  # why archive.json is unreadable, shown once as a dialog; "" while it reads
         self.diff_against = "parent"
         self._target: tuple[str, ...] = ()  # (selected, parent, baseline) the watcher loads curves for
         self._poke = threading.Event()
@@ -89,6 +92,12 @@ class MainScreen(SteeringActions, WorkerErrors, Screen[None]):
     def tree(self) -> ArchiveTree:
         return self.query_one(ArchiveTree)
 
+    @property
+    def read_only(self) -> bool:
+        """Steering is off: opened watch-only, or the engine finished the run. Follows the engine: a finished
+        run resumed with a larger budget (`poise run RUN --budget N`) can be steered again."""
+        return self.watch_only or self.engine_state.state == "finished"
+
     # ---- the watcher (a thread; talks to the UI only through messages) ------
     @work(thread=True, group="watch", exit_on_error=False, name="run watcher")
     def watch_run(self) -> None:
@@ -103,7 +112,7 @@ class MainScreen(SteeringActions, WorkerErrors, Screen[None]):
     def _poll(self, reader: RunReader, tracker: ChangeTracker, last_engine: float) -> float:
         run = self.run_dir
         if tracker.changed("archive", stamp(run / "archive.json")):
-            self.post_message(ArchiveUpdated(reader.candidates()))
+            self.post_message(self._read_archive(reader))
         now = time.monotonic()
         if tracker.changed("engine", stamp(run / "engine.json")) or now - last_engine > ENGINE_RECHECK_S:
             self.post_message(EngineUpdated(reader.engine()))
@@ -112,6 +121,15 @@ class MainScreen(SteeringActions, WorkerErrors, Screen[None]):
             self.post_message(OutcomesUpdated(reader.outcomes()))
         self._poll_target(reader, tracker)
         return last_engine
+
+    @staticmethod
+    def _read_archive(reader: RunReader) -> ArchiveUpdated | ArchiveUnreadable:
+        # A corrupt archive.json must not end the watcher: the engine state still has to show, and the
+        # file may be restored while the TUI is open.
+        try:
+            return ArchiveUpdated(reader.candidates())
+        except ArchiveError as exc:
+            return ArchiveUnreadable(str(exc))
 
     def _poll_target(self, reader: RunReader, tracker: ChangeTracker) -> None:
         target = self._target
@@ -135,16 +153,29 @@ class MainScreen(SteeringActions, WorkerErrors, Screen[None]):
     # ---- handlers: the only places widgets change ---------------------------
     @on(ArchiveUpdated)
     def archive_updated(self, message: ArchiveUpdated) -> None:
+        self._archive_error = ""
+        self.query_one(StatusBar).show_problem("")
         tree = self.tree
         tree.sync(message.candidates)
         if tree.cursor_node is None or tree.selected_id is None:
             tree.cursor_line = 0
         self._show_selected(force=True)
 
+    @on(ArchiveUnreadable)
+    def archive_unreadable(self, message: ArchiveUnreadable) -> None:
+        self.query_one(StatusBar).show_problem("archive.json unreadable")
+        if message.error != self._archive_error:
+            from poise_tui.dialogs.error import ErrorDialog
+
+            self._archive_error = message.error
+            self.app.push_screen(ErrorDialog("archive.json cannot be read", message.error))
+
     @on(EngineUpdated)
     def engine_updated(self, message: EngineUpdated) -> None:
+        was_paused = self.engine_state.state == "paused"
         st = self.engine_state = message.state
-        self.read_only = self.read_only or st.state == "finished"
+        if was_paused != (st.state == "paused"):
+            self.refresh_bindings()  # p flips between Pause and Resume (check_action)
         self.query_one(StatusBar).show(st, self.read_only)
         training = st.candidate if st.stage == "train" and st.state in ("running", "paused", "stopping") else ""
         self.tree.set_training(training, st.progress)
@@ -235,6 +266,14 @@ class MainScreen(SteeringActions, WorkerErrors, Screen[None]):
     def load_diff(self, cand_id: str, against: str) -> None:
         text = RunReader(self.run_dir).diff(cand_id, against=against)
         self.post_message(DiffLoaded(cand_id, against, text))
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        # `p` is bound twice: only the one that applies is active, so the footer reads Pause or Resume.
+        if action == "pause":
+            return self.engine_state.state != "paused"
+        if action == "resume":
+            return self.engine_state.state == "paused"
+        return True
 
     # ---- view actions (steering actions live in SteeringActions) ------------
     def action_help(self) -> None:

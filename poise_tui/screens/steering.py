@@ -12,22 +12,41 @@ from textual import work
 from core.inbox import send_command
 from core.runstate import EngineState
 from poise_tui.rundata import TuiError
+from poise_tui.widgets.status_bar import budget_text
 
 VETOABLE = ("proposed", "implemented", "verified")
 
 
 class SteeringActions:
-    """Mixin for MainScreen; expects run_dir, read_only, engine_state, tree, notify, app."""
+    """Mixin for MainScreen; expects run_dir, watch_only, read_only, engine_state, tree, notify, app."""
 
     run_dir: Path
+    watch_only: bool
     read_only: bool
     engine_state: EngineState
     _sent: dict[str, str]  # command id -> name, for commands this screen sent and awaits
 
+    def steering_refusal(self, name: str) -> str | None:
+        """Why `name` cannot be sent now (None when it can), with what to do instead."""
+        if self.watch_only:
+            return f"{name}: this TUI was opened with --read-only; reopen it without --read-only to steer"
+        st = self.engine_state
+        if st.state == "finished":
+            larger = f" (N > {st.candidates_budget})" if st.candidates_budget else ""
+            return (f"{name}: the run is finished ({budget_text(st)}, read-only); to steer, resume it with a "
+                    f"larger budget: poise run {self.run_dir} --budget N{larger}")
+        return None
+
+    def _refused(self, name: str) -> bool:
+        """Say why `name` cannot be sent, if it cannot; True then."""
+        why = self.steering_refusal(name)
+        if why is not None:
+            self.notify(why, severity="warning", markup=False)
+        return why is not None
+
     def _send(self, name: str, **args: Any) -> str | None:
         """Queue a command; its outcome arrives later as an OutcomesUpdated message."""
-        if self.read_only:
-            self.notify(f"{name}: the run is finished (read-only); start a new run to steer", severity="warning")
+        if self._refused(name):
             return None
         cmd_id = send_command(self.run_dir, name, **args)
         self._sent[cmd_id] = name
@@ -49,8 +68,12 @@ class SteeringActions:
             self.notify("select a candidate first", severity="warning")
         return cand
 
-    def action_toggle_pause(self) -> None:
-        self._send("resume" if self.engine_state.state == "paused" else "pause")
+    # `p` is bound to both; MainScreen.check_action leaves only the one that applies active.
+    def action_pause(self) -> None:
+        self._send("pause")
+
+    def action_resume(self) -> None:
+        self._send("resume")
 
     def action_rerun(self) -> None:
         cand = self._selected()
@@ -60,6 +83,9 @@ class SteeringActions:
             self._send("rerun", id=cand.id, seeds=[max(used) + 1 + i for i in range(count)])
 
     def action_fork(self) -> None:
+        # Refused before the dialog: a directive typed into it would only be thrown away.
+        if self._refused("fork"):
+            return
         cand = self._selected()
         if cand is None:
             return
@@ -83,6 +109,8 @@ class SteeringActions:
         self._send("veto", id=cand.id)
 
     def action_directive(self) -> None:
+        if self._refused("set_directive"):  # before the dialog, as for fork
+            return
         from poise_tui.dialogs.text_input import TextDialog
 
         def done(directive: str | None) -> None:

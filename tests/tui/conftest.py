@@ -7,6 +7,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from rich.style import Style
+from textual.geometry import Region
 
 from poise_tui.app import PoiseApp
 from tests.tui.runbuilder import build_run
@@ -44,3 +46,17 @@ def live_engine(tmp_path: Path) -> Iterator[ScriptedEngine]:
 
 def make_app(run_dir: Path, **kwargs: object) -> PoiseApp:
     return PoiseApp(run_dir, start_engine=False, poll_s=0.02, **kwargs)  # type: ignore[arg-type]
+
+
+def screen_rows(app, region: Region | None = None) -> list[list[tuple[str, Style]]]:
+    """What the terminal shows of the active screen: per row, its (text, style) segments, cropped to region.
+
+    Read from the screen's compositor (the frame Textual would write), so colors are the final ones."""
+    region = region or app.screen.region
+    strips = app.screen._compositor.render_strips()
+    return [[(seg.text, seg.style or Style()) for seg in strip.crop(region.x, region.right)]
+            for strip in strips[region.y:region.bottom]]
+
+
+def screen_lines(app, region: Region | None = None) -> list[str]:
+    return ["".join(text for text, _ in row) for row in screen_rows(app, region)]

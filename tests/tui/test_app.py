@@ -10,6 +10,7 @@ from pathlib import Path
 from textual.command import CommandPalette
 
 from core.inbox import pending_commands
+from core.runstate import EngineState, write_state
 from poise_tui.app import PoiseApp
 from poise_tui.dialogs.confirm import ConfirmDialog
 from poise_tui.dialogs.error import ErrorDialog
@@ -51,6 +52,19 @@ async def test_accepting_the_demo_runs_poise_init(tmp_path: Path) -> None:
             seeded = lambda: app.screen.query("ArchiveTree") and "seed" in app.screen.tree.candidates
             await wait_until(pilot, seeded, what="seed node")
             assert app.run_dir is not None and app.run_dir.parent == home
+
+
+async def test_reopening_a_stopped_run_resumes_it_with_its_last_budget(recorded_run: Path, monkeypatch) -> None:
+    # `poise run RUN --budget 4 --detach; poise send RUN stop`: engine.json keeps the budget, run.toml does not
+    write_state(recorded_run, EngineState(state="stopped", candidates_done=3, candidates_budget=4))
+    started: list[list[str]] = []
+    monkeypatch.setattr("poise_tui.app.start_engine", lambda run_dir, command: started.append(command) or 4242)
+    app = PoiseApp(recorded_run, poll_s=0.02)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await wait_until(pilot, lambda: started, what="the engine command")
+        assert started[0][-5:] == ["run", str(recorded_run), "--detach", "--budget", "4"]
+        note = "resumed the engine (budget 4 candidates)"
+        await wait_until(pilot, lambda: any(note in str(n.message) for n in app._notifications), what=note)
 
 
 async def test_palette_lists_and_runs_every_action(recorded_run: Path) -> None:

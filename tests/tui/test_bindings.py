@@ -16,13 +16,14 @@ from textual.widgets import DataTable, Input, TabbedContent
 from core.inbox import pending_commands
 from poise_tui.dialogs.error import ErrorDialog
 from poise_tui.dialogs.text_input import TextDialog
-from poise_tui.keys import MAIN_BINDINGS
+from poise_tui.keys import MAIN_BINDINGS, help_text
 from poise_tui.rundata import score_of
 from poise_tui.screens.compare import CompareScreen
 from poise_tui.screens.help import HelpScreen
 from poise_tui.screens.report import ReportScreen
 from poise_tui.widgets.curves import CurvesView
-from tests.tui.conftest import make_app, wait_until
+from tests.tui.conftest import make_app, screen_lines, wait_until
+from tests.tui.scripted_engine import ScriptedEngine
 
 Check = Callable[..., Awaitable[None]]
 
@@ -32,10 +33,21 @@ def sent(run_dir: Path) -> list[tuple[str, dict]]:
 
 
 async def check_help(app, pilot, run_dir):
+    """Every key is listed, and at 80x24 (too short for all of them) the last ones scroll into view."""
     await pilot.press("question_mark")
     await wait_until(pilot, lambda: isinstance(app.screen, HelpScreen), what="help screen")
-    table = app.screen.query_one(DataTable)
-    assert table.row_count == len(MAIN_BINDINGS)
+    first, last = help_text(MAIN_BINDINGS[0]), help_text(MAIN_BINDINGS[-1])
+    shown = lambda text: any(text in line for line in screen_lines(app))
+    await wait_until(pilot, lambda: shown(first), what="the first key on screen")
+    assert not shown(last), "this check needs a screen too short for every key"
+    texts = {help_text(b) for b in MAIN_BINDINGS}
+    seen = {t for t in texts if shown(t)}
+    for key in ("pagedown", "pagedown", "pagedown", "end"):
+        await pilot.press(key)
+        await pilot.pause()
+        seen |= {t for t in texts if shown(t)}
+    assert shown(last), f"{last!r} cannot be scrolled into view:\n" + "\n".join(screen_lines(app))
+    assert seen == texts, f"never on screen: {texts - seen}"
     await pilot.press("escape")
     await wait_until(pilot, lambda: not isinstance(app.screen, HelpScreen), what="help closed")
 
@@ -52,9 +64,27 @@ async def check_quit_and_stop(app, pilot, run_dir):
     assert sent(run_dir) == [("stop", {})]
 
 
-async def check_toggle_pause(app, pilot, run_dir):
+def footer_label(app, key: str) -> str:
+    """The footer's word for a key: what the screen has bound to it now."""
+    return app.screen.active_bindings[key].binding.description
+
+
+async def check_pause(app, pilot, run_dir):
+    assert footer_label(app, "p") == "Pause"
     await pilot.press("p")
     assert sent(run_dir) == [("pause", {})]
+
+
+async def check_resume(app, pilot, run_dir):
+    engine = ScriptedEngine(run_dir).start()  # holds the lock, so engine.json's "paused" is believed
+    try:
+        engine.state.state = "paused"
+        engine.publish()
+        await wait_until(pilot, lambda: footer_label(app, "p") == "Resume", what="the footer offering Resume")
+        await pilot.press("p")
+        assert sent(run_dir) == [("resume", {})]
+    finally:
+        engine.close()
 
 
 async def check_fork(app, pilot, run_dir):
@@ -177,7 +207,7 @@ async def select(app, pilot, cand_id: str) -> None:
 
 CHECKS: dict[str, Callable] = {
     "help": check_help, "detach": check_detach, "quit_and_stop": check_quit_and_stop,
-    "toggle_pause": check_toggle_pause, "fork": check_fork, "rerun": check_rerun, "veto": check_veto,
+    "pause": check_pause, "resume": check_resume, "fork": check_fork, "rerun": check_rerun, "veto": check_veto,
     "mark": check_mark, "compare": check_compare, "directive": check_directive, "report": check_report,
     "best": check_best, "filter": check_filter, "sort": check_sort, "toggle_node": check_toggle_node,
     "diff_against": check_diff_against,

@@ -14,12 +14,13 @@ from types import SimpleNamespace
 import pytest
 
 from core.errors import RunDirError
-from core.runstate import engine_alive
-from poise_tui.launcher import check_run_dir, most_recent_run, needs_engine
+from core.runstate import EngineState, engine_alive, write_state
+from poise_tui.launcher import check_run_dir, engine_command, most_recent_run, needs_engine, resume_budget
 from poise_tui.pairing import paired_text
 from poise_tui.rundata import RunReader, average_curve, per_seed, score_of, tail
 from poise_tui.watch import ChangeTracker, dir_stamp, stamp
 from poise_tui.widgets.archive_tree import matches
+from poise_tui.widgets.status_bar import queue_text, speed_text
 from tests.tui.runbuilder import build_run
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -109,6 +110,34 @@ def test_most_recent_run_and_checks(tmp_path: Path) -> None:
     assert not needs_engine(old), "a finished run gets no engine"
     (old / "engine.json").write_text(json.dumps({"state": "stopped"}))
     assert needs_engine(old)
+    (old / "archive.json").write_text("{not json")
+    assert not needs_engine(old), "an engine started on an unreadable archive would die at once"
+
+
+def test_a_stopped_run_resumes_with_its_last_engines_budget(tmp_path: Path) -> None:
+    run = build_run(tmp_path / "r", n=2, steps=2, state="stopped", repo=False)
+    write_state(run, EngineState(state="stopped", candidates_budget=4))  # `poise run RUN --budget 4`, then stop
+    assert resume_budget(run) == 4
+    assert engine_command(run, resume_budget(run))[-5:] == ["run", str(run), "--detach", "--budget", "4"]
+    write_state(run, EngineState(state="stopped", candidates_budget=0))  # no candidate limit: run.toml decides
+    assert resume_budget(run) is None
+    assert "--budget" not in engine_command(run, resume_budget(run))
+    (run / "engine.json").unlink()  # no engine has run yet
+    assert resume_budget(run) is None
+
+
+def test_status_bar_speed_only_in_llm_stages() -> None:
+    assert speed_text(EngineState(state="running", stage="propose", llm_tokens_per_s=90.2)) == " 90 tok/s"
+    assert speed_text(EngineState(state="running", stage="train", llm_tokens_per_s=90.2)) == ""
+    assert speed_text(EngineState(state="stopped", stage="idle", llm_tokens_per_s=90.2)) == ""
+
+
+def test_status_bar_queue_leaves_out_the_item_in_progress() -> None:
+    queue = ["rerun c004", "fork c002"]
+    assert queue_text(EngineState(state="running", stage="train", candidate="c004", queue=queue)) == " q:fork c002"
+    assert queue_text(EngineState(state="running", stage="train", candidate="c009", queue=queue)) == \
+        " q:rerun c004,fork c002"
+    assert queue_text(EngineState(state="stopped", stage="idle", queue=queue)) == " q:rerun c004,fork c002"
 
 
 def test_engine_started_by_the_tui_outlives_it(tmp_path: Path) -> None:
