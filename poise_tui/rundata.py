@@ -28,6 +28,7 @@ CURVE_METRICS: tuple[tuple[str, str], ...] = (
     ("kl", "KL"),
     ("response_length", "length"),
     ("grad_norm", "grad norm"),
+    ("kept_frac", "kept by filter_groups"),  # logged only by candidates with a filter; 0 = no update that step
 )
 # A curve: metric key -> (steps, seed-averaged values).
 Curve = dict[str, tuple[list[int], list[float]]]

@@ -45,5 +45,5 @@ class CurvesView(PlotextPlot):
                 plt.plot(steps[::stride], values[::stride], label=name, marker="braille")
                 drawn += 1
         if not drawn:
-            plt.title(f"{label}: no data yet")
+            plt.title(f"{label}: not logged (yet) by these candidates")
         self.refresh()

@@ -17,7 +17,7 @@ from core.inbox import pending_commands
 from poise_tui.dialogs.error import ErrorDialog
 from poise_tui.dialogs.text_input import TextDialog
 from poise_tui.keys import MAIN_BINDINGS, help_text
-from poise_tui.rundata import score_of
+from poise_tui.rundata import CURVE_METRICS, score_of
 from poise_tui.screens.compare import CompareScreen
 from poise_tui.screens.help import HelpScreen
 from poise_tui.screens.report import ReportScreen
@@ -192,7 +192,7 @@ async def check_metric(app, pilot, run_dir, step):
     plot = app.screen.query_one(CurvesView)
     before = plot.metric_index
     await pilot.press("right_square_bracket" if step > 0 else "left_square_bracket")
-    assert plot.metric_index == (before + step) % 7
+    assert plot.metric_index == (before + step) % len(CURVE_METRICS)
 
 
 async def check_tab_key(app, pilot, run_dir, *, tab, key):

@@ -35,6 +35,12 @@ def test_average_curve_over_seeds_skips_missing_and_nan() -> None:
     assert "kl" not in curve
 
 
+def test_the_filter_kept_fraction_is_a_curve() -> None:
+    """A filter that starves training shows as kept_frac falling to 0 (the trainer then makes no update)."""
+    curve = average_curve([[{"step": 1, "kept_frac": 0.5}, {"step": 2, "kept_frac": 0.0}]])
+    assert curve["kept_frac"] == ([1, 2], [0.5, 0.0])
+
+
 def test_tail_reads_only_the_end(tmp_path: Path) -> None:
     log = tmp_path / "x.log"
     log.write_text("".join(f"line {i}\n" for i in range(10_000)))
