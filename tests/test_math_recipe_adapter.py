@@ -16,7 +16,7 @@ import torch
 
 from core.contract import load_algorithm
 from core.errors import ModelNotFoundError
-from core.jobspec import METRIC_KEYS, JobSpec
+from core.jobspec import METRIC_KEYS, OPTIONAL_METRIC_KEYS, JobSpec
 from core.recipes.math import data, rewards, tinymodel
 from core.recipes.math.data import MathDataError
 
@@ -189,8 +189,8 @@ def test_run_job_trains_emits_metrics_and_evaluates_both_parts(tiny, tmp_path):
     result = run_job(spec, cand, lines.append)
     assert result.outcome == "evaluated" and result.steps_done == 2
     assert [ln["step"] for ln in lines] == [1, 2]
-    assert all(set(ln) <= set(METRIC_KEYS) and {"reward_mean", "loss", "accuracy", "valid_rate"} <= set(ln)
-               for ln in lines)
+    assert all(set(ln) <= {*METRIC_KEYS, *OPTIONAL_METRIC_KEYS} for ln in lines)
+    assert all({"reward_mean", "loss", "accuracy", "valid_rate", "kept_frac"} <= set(ln) for ln in lines)
     # advantages once per step on the whole batch; the loss once per micro-batch (8 samples / 4 = 2 per step)
     assert cand.CALLS["adv"] == 2 and cand.CALLS["loss"] == 4
     assert set(result.eval) == {"selection", "heldout"}

@@ -38,6 +38,7 @@ LOG_TO_METRIC = {
     "algo/clip_frac": "clip_frac",
     "grad_norm": "grad_norm",
     "poise/zero_var_frac": "zero_var_frac",
+    "poise/kept_frac": "kept_frac",  # what early kill (no_update_steps) and verification's smoke check read
     "poise/loss": "loss",
     "step_time": "step_time_s",
 }
