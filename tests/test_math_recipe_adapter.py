@@ -206,6 +206,20 @@ def test_run_job_smoke_skips_evaluation(tiny, tmp_path):
     assert result.outcome == "evaluated" and result.steps_done == 1 and result.eval == {}
 
 
+def test_a_filter_that_keeps_nothing_still_writes_each_step(tiny, tmp_path):
+    """No row survives the filter: no update, but every step has a metrics line saying kept_frac 0."""
+    from core.recipes.math.run import run_job
+
+    path = tmp_path / "algorithm.py"
+    path.write_text(GRPO_SOURCE.replace("KL", "0.0").replace("ENT", "0.0").replace("AGG", "seq-mean-token-mean")
+                    + "\n\ndef filter_groups(batch, hp):\n    return torch.zeros_like(batch.valid)\n")
+    lines: list[dict] = []
+    result = run_job(job_spec(tiny, tmp_path, mode="smoke", max_steps=0, smoke_steps=2), load_algorithm(str(path)),
+                     lines.append)
+    assert result.steps_done == 2 and [ln["step"] for ln in lines] == [1, 2], lines
+    assert all(ln["kept_frac"] == 0.0 and ln["loss"] == 0.0 for ln in lines)
+
+
 def test_missing_user_benchmark_fails_before_training(tiny, tmp_path):
     from core.recipes.math.run import run_job
 

@@ -189,7 +189,10 @@ class ContractGRPOTrainer(GRPOTrainer):
         )  # [b, T] each, with grad
         keep = inputs["keep"]
         if not bool(keep.any()):
-            return (logps * 0.0).sum()  # a graph-connected zero: every row of this micro-batch was filtered
+            # every row of this micro-batch was filtered: a graph-connected zero, logged, so the step still has
+            # a metrics line (its kept_frac 0 is what early kill and verification's smoke check look for)
+            self._log("poise/loss", 0.0)
+            return (logps * 0.0).sum()
         batch = self._rollout_batch(inputs, entropy=entropies)
         if not bool(keep.all()):
             batch, logps = batch.select(keep), logps[keep]
