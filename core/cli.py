@@ -91,7 +91,6 @@ def cmd_status(a: argparse.Namespace) -> int:
     from collections import Counter
 
     from core.config import load_config
-    from core.elites import best_confirmed, is_confirmed
     from core.runstate import read_state
 
     paths, archive = _open(a.dir)
@@ -100,17 +99,73 @@ def cmd_status(a: argparse.Namespace) -> int:
     st = read_state(paths.root)
     counts = Counter(c.status for c in cands)
     print(f"run {cfg.name} ({paths.root}), recipe {cfg.recipe}, seeds {cfg.seeds}")
-    print(f"engine: {st.state}" + (f", {st.stage} {st.candidate} {st.message}" if st.state == "running" else ""))
+    print(engine_line(st))
+    directive = directive_in_force(paths.root, cfg, st)
+    if directive:
+        print(f"directive: {directive}")
     print(f"candidates: {len(cands)}  " + "  ".join(f"{k}={v}" for k, v in sorted(counts.items())))
-    # The run's best is the best candidate confirmed on fresh seeds; the top by selection is shown too
-    # when it differs, labelled, since its score rests only on the seeds that selected it.
-    confirmed, best = best_confirmed(cands), archive.best("selection")
-    if confirmed is not None:
-        print(f"best (confirmed): {confirmed.id} {confirmed.title}  {_scores(confirmed)}")
-    if best is not None and (confirmed is None or best.id != confirmed.id):
-        mark = "" if is_confirmed(best) else " (unconfirmed)"
-        print(f"best (selection): {best.id}{mark} {best.title}  {_scores(best)}")
+    for line in best_lines(cands):
+        print(line)
     return 0
+
+
+LIVE_STATES = ("starting", "running", "paused", "stopping")
+
+
+def engine_line(st) -> str:
+    """`engine: STATE, what it does`. The engine's message already names the stage and the candidate
+    ("training c004 seed 1: step 12/60"), so stage and candidate are printed only when there is no message."""
+    if st.state not in LIVE_STATES:
+        return f"engine: {st.state}"  # a stopped or dead engine's last message is history, not what it does
+    doing = st.message or " ".join(part for part in (st.stage, st.candidate) if part and part != "idle")
+    return f"engine: {st.state}" + (f", {doing}" if doing and doing != st.state else "")
+
+
+def directive_in_force(root: Path, cfg, st) -> str:
+    """The directive that steers proposals: the running engine's own, else the one the next engine will
+    take (a directive set while an engine ran outlives it and wins over run.toml's, as in Engine)."""
+    from core.runstate import saved_directive
+
+    if st.state in LIVE_STATES:
+        return st.directive
+    saved = saved_directive(root)
+    return cfg.directive if saved is None else saved
+
+
+def best_lines(cands) -> list[str]:
+    """The run's best (confirmed on fresh seeds), a higher-scoring unconfirmed candidate labelled as such,
+    and, in words, when the baseline still scores above them: a "best" below the seed is no improvement,
+    and two bare "best" lines left the reader to work that out from the numbers."""
+    from core.elites import best_confirmed
+    from core.report import find_seed
+
+    seed, ranked = find_seed(cands), _by_selection(cands)
+    confirmed = best_confirmed(cands)
+    leader = next((c for c in ranked if seed is None or c.id != seed.id), None)
+    lines = []
+    if confirmed is not None:
+        lines.append(f"best (confirmed): {confirmed.id} {confirmed.title}  {_scores(confirmed)}")
+    if leader is not None and (confirmed is None or leader.id != confirmed.id):
+        # its score rests only on the seeds that selected it (the winner's curse), hence the label
+        lines.append(f"best (selection): {leader.id} (unconfirmed) {leader.title}  {_scores(leader)}")
+    if seed is None or seed.id not in {c.id for c in ranked}:  # not scored yet, or a rerun of it is in flight
+        return lines
+    contender = confirmed or leader
+    if contender is None:
+        lines.append(f"baseline: {seed.id} {seed.title}  {_scores(seed)}; no other candidate is evaluated yet")
+    elif seed.score() >= contender.score():
+        which = "candidate" if seed.score() >= leader.score() else "confirmed candidate"
+        lines.append(f"no {which} beats the baseline yet: {seed.id} overall {_overall(seed)} >= "
+                     f"{contender.id} overall {_overall(contender)}")
+    return lines
+
+
+def _by_selection(cands) -> list:
+    """Scored candidates, best selection Overall first (ties: earlier id), as core.elites ranks them."""
+    from core.elites import SCORED, selection_overall
+
+    scored = [c for c in cands if c.status in SCORED and selection_overall(c) is not None]
+    return sorted(scored, key=lambda c: (-selection_overall(c), c.id))
 
 
 def _scores(c) -> str:
@@ -138,9 +193,27 @@ def cmd_diff(a: argparse.Namespace) -> int:
     from core.workspace import Workspace
 
     paths, archive = _open(a.dir)
-    archive.get(a.id)  # a clear error for an unknown id before git is asked
-    print(Workspace.open(paths.root).diff(a.id, against=a.against), end="")
+    cand = archive.get(a.id)  # a clear error for an unknown id before git is asked
+    with Workspace.open(paths.root) as ws:
+        if a.against == "parent" and not cand.parent_ids:
+            # A root (the seed) has no parent, and an empty diff read as "no change". `git show` of a root
+            # commit shows every line added, so do the same: the diff a new file would have.
+            print(all_added_diff(ws.read_algorithm(cand.id)), end="")
+        else:
+            print(ws.diff(cand.id, against=a.against), end="")
     return 0
+
+
+def all_added_diff(source: str, name: str = "algorithm.py") -> str:
+    """`source` as `git diff` prints a newly added file."""
+    import difflib
+
+    *complete, last = source.split("\n")  # not splitlines(): git splits on "\n" only, not on form feeds
+    lines = [line + "\n" for line in complete]
+    if last:
+        lines.append(last + "\n\\ No newline at end of file\n")
+    hunks = difflib.unified_diff([], lines, "/dev/null", f"b/{name}")
+    return f"diff --git a/{name} b/{name}\nnew file mode 100644\n" + "".join(hunks)
 
 
 def lineage_lines(archive) -> list[str]:
@@ -188,9 +261,23 @@ def cmd_add(a: argparse.Namespace) -> int:
     from core.engine import add_human_candidate
 
     src = _read_source(a.file)
+    _check_syntax(src, a.file)
     cid = add_human_candidate(Path(a.dir), src, a.parent, a.title)
     print(f"added {cid} as a child of {a.parent} (branch cand/{cid}); verify it with: poise verify {a.dir} {cid}")
     return 0
+
+
+def _check_syntax(source: str, path: str) -> None:
+    """Refuse a file Python cannot parse before anything is recorded: otherwise it became an `implemented`
+    candidate that only `poise verify` rejected later. compile() parses without running a line of it;
+    dont_inherit keeps this module's `from __future__` flags out of the check."""
+    try:
+        compile(source, path, "exec", dont_inherit=True)
+    except SyntaxError as exc:
+        where = f"line {exc.lineno}: " if exc.lineno else ""  # null bytes have no line
+        raise PoiseError(f"{path} is not valid Python ({where}{exc.msg}); nothing was added") from None
+    except ValueError as exc:  # null bytes, on Python versions that do not call them a SyntaxError
+        raise PoiseError(f"{path} is not valid Python ({exc}); nothing was added") from None
 
 
 def cmd_verify(a: argparse.Namespace) -> int:

@@ -91,6 +91,40 @@ def test_add_names_a_file_it_cannot_read(capsys, run: Path, tmp_path: Path) -> N
     assert [c.id for c in Archive.open(run, readonly=True).all()] == ["seed"]
 
 
+@pytest.mark.parametrize("source, says", [
+    ("def policy_loss(:\n    pass\n", "line 1: invalid syntax"),
+    ("x = 1\n\nif x:\nreturn x\n", "line 4: expected an indented block after 'if' statement on line 3"),
+    ("x = 1\0\n", "source code string cannot contain null bytes"),
+])
+def test_add_refuses_a_file_that_is_not_python(capsys, run: Path, tmp_path: Path, source: str, says: str) -> None:
+    """It used to be recorded as `implemented` and rejected only by `poise verify`; nothing is recorded now."""
+    broken = tmp_path / "broken.py"
+    broken.write_text(source)
+    err = refused(capsys, "add", run, broken, "--parent", "seed", "--title", "x")
+    assert err == f"poise: error: {broken} is not valid Python ({says}); nothing was added\n"
+    assert [c.id for c in Archive.open(run, readonly=True).all()] == ["seed"]
+    assert "cand/c001" not in subprocess.run(["git", "-C", str(run / "repo"), "branch", "--list"], text=True,
+                                             capture_output=True, check=True).stdout
+
+
+# ------------------------------------------------------------------------------------------- poise diff
+
+
+def test_diff_of_the_seed_shows_its_algorithm_as_added(capsys, run: Path, tmp_path: Path) -> None:
+    """The seed has no parent: its diff was empty, which reads as "no change". Like `git show` of a root commit,
+    every line is added, and the patch applied to nothing gives back the seed's algorithm.py."""
+    code, out, err = poise(capsys, "diff", run, "seed")
+    assert (code, err) == (0, "")
+    assert out.startswith("diff --git a/algorithm.py b/algorithm.py\nnew file mode 100644\n"
+                          "--- /dev/null\n+++ b/algorithm.py\n@@ -0,0 +1,")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    subprocess.run(["git", "apply", "-"], cwd=empty, input=out, text=True, check=True)
+    seed = subprocess.run(["git", "-C", str(run / "repo"), "show", "cand/seed:algorithm.py"], text=True,
+                          capture_output=True, check=True).stdout
+    assert (empty / "algorithm.py").read_text() == seed
+
+
 # ------------------------------------------------------------------------------------------- a closed stdout
 
 
