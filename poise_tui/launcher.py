@@ -35,10 +35,24 @@ def most_recent_run(home: Path) -> Path | None:
 
 
 def check_run_dir(run_dir: Path) -> Path:
+    """The run directory the user meant: `run_dir`, or the run holding it when it is a file of one
+    (`poise-tui run1/run.toml`, tab completion's favourite)."""
     run_dir = Path(run_dir).expanduser().resolve()
+    if run_dir.is_file():
+        return _run_holding(run_dir)
     if not (run_dir / "run.toml").is_file():
         raise RunDirError(f"{run_dir} is not a poise run (no run.toml); create one with `poise init {run_dir}`")
     return run_dir
+
+
+def _run_holding(path: Path) -> Path:
+    """The nearest directory above the file `path` that is a run; a file outside any run is an error, and the
+    advice to `poise init` it would be wrong (init makes a directory)."""
+    for parent in path.parents:
+        if (parent / "run.toml").is_file():
+            return parent
+    raise RunDirError(f"{path} is a file, not a run directory; did you mean poise-tui {path.parent}? "
+                      "(a run directory holds run.toml; create one with `poise init DIR`)")
 
 
 def archive_problem(run_dir: Path) -> str | None:

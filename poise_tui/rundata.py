@@ -84,6 +84,24 @@ def delta_to_parent(cand: Any, by_id: dict[str, Any]) -> float | None:
     return mine.mean - theirs.mean
 
 
+def why_not_run(cand: Any) -> str:
+    """Why a candidate will never train or be scored (rejected, vetoed), in one line; "" when it may still be.
+
+    A rejected candidate's reason is in its verification record (with the failed stage); a vetoed one's, or
+    one rejected outside verification (a lost branch), only in its status history."""
+    status = getattr(cand, "status", "")
+    if status not in ("rejected", "vetoed"):
+        return ""
+    verdict = getattr(cand, "verification", None) or {}
+    reason = "" if status == "vetoed" or verdict.get("ok") else str(verdict.get("reason") or "")
+    if not reason:
+        entries = [h for h in getattr(cand, "history", None) or [] if h.get("status") == status]
+        reason = str(entries[-1].get("reason") or "") if entries else ""
+    stage = verdict.get("stage") if status == "rejected" and not verdict.get("ok") else None
+    where = f" at the {stage} stage" if stage else ""
+    return f"{cand.id} was {status}{where}: {reason or 'no reason recorded'}"
+
+
 def splits_of(cand: Any, part: str) -> list[str]:
     """Split names of one part, "overall" first."""
     names = list(((getattr(cand, "metrics", None) or {}).get(part) or {}).keys())
@@ -107,8 +125,15 @@ def average_curve(runs: list[list[dict[str, Any]]]) -> Curve:
     return curve
 
 
+def as_displayed(line: str) -> str:
+    """What a terminal would show of a log line: a progress bar (tqdm) redraws itself after `\r`, so only the
+    text after the last `\r` is still visible; the rest would be one long line of stale redraws."""
+    return line.rstrip("\r").rsplit("\r", 1)[-1]
+
+
 def tail(path: Path, lines: int, max_bytes: int = 64_000) -> str:
-    """The last `lines` lines of a file, reading at most max_bytes from its end (logs can be huge)."""
+    """The last `lines` lines of a file as a terminal shows them, reading at most max_bytes from its end (logs
+    can be huge)."""
     try:
         with open(path, "rb") as fh:
             fh.seek(0, 2)
@@ -117,7 +142,18 @@ def tail(path: Path, lines: int, max_bytes: int = 64_000) -> str:
             data = fh.read().decode("utf-8", errors="replace")
     except OSError:
         return ""
-    return "\n".join(data.splitlines()[-lines:])
+    # Split on newlines only: splitlines() would also break at every `\r` of a progress bar.
+    shown = [as_displayed(line) for line in data.split("\n")]
+    if shown and not shown[-1]:
+        shown.pop()  # the file's final newline
+    return "\n".join(shown[-lines:])
+
+
+def _written_at(path: Path) -> float:
+    try:
+        return path.stat().st_mtime
+    except OSError:
+        return 0.0
 
 
 class RunReader:
@@ -161,14 +197,15 @@ class RunReader:
         return average_curve([read_metrics(d / "metrics.jsonl") for d in self.job_dirs(cand_id)])
 
     def log_tail(self, cand_id: str, lines: int = 60) -> str:
-        """stdout and stderr tails of every seed, each under a header line."""
+        """stdout and stderr tails of every seed, each under a header line; "" when no job has logged yet.
+        The log written last comes last, so the newest output is at the bottom, where the Log scrolls to."""
+        logs = [job / name for job in self.job_dirs(cand_id) for name in ("stdout.log", "stderr.log")]
         parts = []
-        for job in self.job_dirs(cand_id):
-            for name in ("stdout.log", "stderr.log"):
-                text = tail(job / name, lines)
-                if text:
-                    parts.append(f"── seed {job.name} {name} ──\n{text}")
-        return "\n".join(parts) or f"no job logs yet for {cand_id} (jobs/{cand_id}/<seed>/stdout.log)"
+        for path in sorted(logs, key=_written_at):
+            text = tail(path, lines)
+            if text:
+                parts.append(f"── seed {path.parent.name} {path.name} ──\n{text}")
+        return "\n".join(parts)
 
     def diff(self, cand_id: str, against: str = "parent") -> str:
         """Unified diff of the candidate's algorithm.py, or a message saying why there is none."""

@@ -39,8 +39,12 @@ class CompareScreen(Screen[None], WorkerErrors):
                 yield CurvesView(id="cmp-plot")
             with TabPane(f"Metrics ({self.a.id} − {self.b.id})", id="cmp-metrics"):
                 yield MetricsTable(id="cmp-table")
-            with TabPane("Diff", id="cmp-diff"), VerticalScroll():
-                yield Static("loading…", id="cmp-diff-text")
+            with TabPane("Diff", id="cmp-diff"):
+                # The diff is directional: say which side its + and - lines come from.
+                yield Static(f"{self.b.id} → {self.a.id}  (+ lines: {self.a.id}, - lines: {self.b.id})",
+                             id="cmp-diff-header")
+                with VerticalScroll():
+                    yield Static("loading…", id="cmp-diff-text")
         yield Footer()
 
     def on_mount(self) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import textwrap
 import threading
 import time
 from pathlib import Path
@@ -13,7 +14,7 @@ from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import Screen
 from textual.timer import Timer
-from textual.widgets import Footer, Input, Log, Markdown, Static, TabbedContent, TabPane, Tree
+from textual.widgets import Footer, Log, Markdown, Static, TabbedContent, TabPane, Tree
 from textual.worker import get_current_worker
 
 from core.errors import ArchiveError
@@ -28,18 +29,26 @@ from poise_tui.messages import (
     LogsUpdated,
     OutcomesUpdated,
 )
-from poise_tui.rundata import BASELINE_ID, RunReader, parent_id
+from poise_tui.rundata import BASELINE_ID, RunReader, parent_id, why_not_run
 from poise_tui.screens.common import WorkerErrors
 from poise_tui.screens.proposal import proposal_markdown
 from poise_tui.screens.steering import SteeringActions
 from poise_tui.watch import ChangeTracker, dir_stamp, stamp
 from poise_tui.widgets.archive_tree import ArchiveTree
 from poise_tui.widgets.curves import CurvesView
+from poise_tui.widgets.filter_box import FilterBox
 from poise_tui.widgets.metrics_table import MetricsTable
 from poise_tui.widgets.status_bar import StatusBar
 
 ENGINE_RECHECK_S = 2.0
 DETAIL_DELAY_S = 0.06  # cursor rest time before the detail pane follows the selection  # a dead engine changes no file, so its state is re-read on a clock too
+
+
+def diff_header(cand: Any, against: str) -> str:
+    """What the Diff tab compares, and how to switch: `c003 vs parent c001  (t: vs seed)`."""
+    other = "seed" if against == "parent" else "parent"
+    base = f"parent {parent_id(cand) or '(none)'}" if against == "parent" else "seed"
+    return f"{cand.id} vs {base}  (t: vs {other})"
 
 
 class MainScreen(SteeringActions, Screen[None], WorkerErrors):
@@ -59,7 +68,8 @@ class MainScreen(SteeringActions, Screen[None], WorkerErrors):
         self._poke = threading.Event()
         self._sent: dict[str, str] = {}
         self._filled: set[str] = set()  # detail tabs already filled for shown_id
-        self._log_text = ""  # latest log tail of shown_id; written into the Log only while its tab is open
+        self._log_text: str | None = None  # latest log tail of shown_id (None: not read yet); written into the
+        # Log only while its tab is open
         self._detail_timer: Timer | None = None
         self.shown_id: str | None = None
         self.diff_shown: tuple[str, str, str] = ("", "", "")  # (candidate, against, text) on screen
@@ -68,16 +78,20 @@ class MainScreen(SteeringActions, Screen[None], WorkerErrors):
         yield StatusBar(id="status")
         with Horizontal(id="body"):
             with Vertical(id="left"):
-                yield Input(placeholder="filter: status:evaluated tag:kl text", id="filter")
+                yield FilterBox(placeholder="filter: status:evaluated tag:kl text  (Esc clears)", id="filter")
+                yield Static("", id="no-match")
                 yield ArchiveTree(id="tree")
             with TabbedContent(id="detail", initial="curves"):
                 with TabPane("Curves", id="curves"):
                     yield CurvesView(id="curves-plot")
-                with TabPane("Diff", id="diff"), VerticalScroll():
-                    yield Static("select a candidate", id="diff-text")
+                with TabPane("Diff", id="diff"):
+                    yield Static("", id="diff-header")
+                    with VerticalScroll():
+                        yield Static("select a candidate", id="diff-text")
                 with TabPane("Proposal", id="proposal"), VerticalScroll():
                     yield Markdown("select a candidate", id="proposal-md")
                 with TabPane("Metrics", id="metrics"):
+                    yield Static("", id="metrics-note")
                     yield MetricsTable(id="metrics-table")
                 with TabPane("Logs", id="logs"):
                     yield Log(id="log", max_lines=2000)
@@ -218,13 +232,29 @@ class MainScreen(SteeringActions, Screen[None], WorkerErrors):
             self._detail_timer.stop()
         self._detail_timer = self.set_timer(DETAIL_DELAY_S, self._show_selected)
 
-    @on(Input.Changed, "#filter")
-    def filter_changed(self, event: Input.Changed) -> None:
+    @on(FilterBox.Changed, "#filter")
+    def filter_changed(self, event: FilterBox.Changed) -> None:
         self.tree.set_filter(event.value)
+        self._show_filter_result()
 
-    @on(Input.Submitted, "#filter")
+    @on(FilterBox.Submitted, "#filter")
     def filter_submitted(self) -> None:
         self.tree.focus()
+
+    @on(FilterBox.Closed)
+    def filter_closed(self) -> None:
+        self.tree.focus()
+
+    def _show_filter_result(self) -> None:
+        """With nothing matching, say so and hide the detail pane: it would show a node the tree no longer has."""
+        empty = bool(self.tree.filter_text) and not self.tree.visible_ids()
+        note = self.query_one("#no-match", Static)
+        note.update(f"no candidate matches {self.tree.filter_text!r}" if empty else "")
+        note.display = empty
+        self.query_one("#detail", TabbedContent).display = not empty
+        if empty:
+            self.shown_id = None
+            self._target = ()
 
     def _show_selected(self, force: bool = False) -> None:
         """Point the detail pane at the node under the cursor (when it changed, or on new archive data)."""
@@ -233,7 +263,7 @@ class MainScreen(SteeringActions, Screen[None], WorkerErrors):
             return
         if cand.id != self.shown_id:
             # The old curves stay until the new ones arrive (their legend names the node): one redraw, not two.
-            self._log_text = ""
+            self._log_text = None
             self._set_target(cand)
         self.shown_id = cand.id
         self._filled.clear()
@@ -251,12 +281,24 @@ class MainScreen(SteeringActions, Screen[None], WorkerErrors):
             cands = self.tree.candidates
             refs = {"parent": cands.get(parent_id(cand) or ""), "baseline": cands.get(BASELINE_ID)}
             self.query_one(MetricsTable).show(cand, refs)
+            note = self.query_one("#metrics-note", Static)
+            note.update(why_not_run(cand))
+            note.display = bool(why_not_run(cand))
         elif tab == "diff":
+            self.query_one("#diff-header", Static).update(diff_header(cand, self.diff_against))
             self.load_diff(cand.id, self.diff_against)
         elif tab == "logs":
             log = self.query_one(Log)
             log.clear()
-            log.write(self._log_text or "waiting for job logs…")
+            # Log does not wrap: the placeholder (a rejection reason can be long) is wrapped to the pane.
+            text = self._log_text or textwrap.fill(self._log_placeholder(cand), width=max(30, log.size.width - 2))
+            log.write(text)
+
+    def _log_placeholder(self, cand: Any) -> str:
+        """What the Logs tab says while the node has no job log: for a rejected or vetoed node, why it never ran."""
+        if self._log_text is None:
+            return "waiting for job logs…"
+        return why_not_run(cand) or f"no job logs yet for {cand.id} (jobs/{cand.id}/<seed>/stdout.log)"
 
     @on(TabbedContent.TabActivated, "#detail")
     def tab_activated(self, event: TabbedContent.TabActivated) -> None:
@@ -298,9 +340,7 @@ class MainScreen(SteeringActions, Screen[None], WorkerErrors):
             self.notify(f"best is {best}, hidden by the filter", severity="warning")
 
     def action_filter(self) -> None:
-        box = self.query_one("#filter", Input)
-        box.display = True
-        box.focus()
+        self.query_one(FilterBox).open()
 
     def action_sort(self) -> None:
         self.notify(f"children sorted by {self.tree.toggle_sort()}")

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from textual import work
 
+from core.engine import RERUNNABLE
 from core.inbox import send_command
 from core.runstate import EngineState
 from poise_tui.rundata import TuiError
@@ -76,8 +77,13 @@ class SteeringActions:
         self._send("resume")
 
     def action_rerun(self) -> None:
+        # Refused here, as veto is, rather than hidden with check_action: a key that silently does nothing on
+        # some nodes explains nothing, and the engine would refuse it anyway (Engine.queue_rerun), a round trip later.
         cand = self._selected()
-        if cand is not None:
+        if cand is not None and cand.status not in RERUNNABLE:
+            self.notify(f"{cand.id} is {cand.status}; only a candidate whose evaluation has finished can be rerun "
+                        f"({', '.join(RERUNNABLE)})", severity="warning")
+        elif cand is not None:
             used = [int(s) for s in (cand.seeds or [])] or [0]
             count = max(1, len(cand.seeds or []))
             self._send("rerun", id=cand.id, seeds=[max(used) + 1 + i for i in range(count)])

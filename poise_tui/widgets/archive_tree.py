@@ -19,6 +19,7 @@ STATUS_ICONS = {
 SPINNER = "⠋⠙⠹⠸⠼⠴⠦⠧⠇⠏"
 SORTS = ("time", "overall")
 CHUNK = 200  # nodes added per frame while building a large tree
+COMPACT_BELOW = 40  # tree columns under which labels drop the score's ± (the Metrics tab has the CI)
 
 
 def matches(cand: Any, query: str) -> bool:
@@ -51,8 +52,16 @@ class ArchiveTree(Tree[str]):
         self._labels: dict[str, Text] = {}
         self._training: tuple[str, float] | None = None
         self._pending: list[str] = []  # ids waiting to be added, parents first
-        self._keep: str | None = None  # candidate to put the cursor back on after a rebuild
+        self._keep: str | None = None  # after a rebuild: candidate to put the cursor back on ("" for none)
         self._frame = 0
+        self.compact = False  # narrow tree: labels leave room for the title
+
+    def on_resize(self) -> None:
+        compact = self.size.width < COMPACT_BELOW
+        if compact != self.compact:
+            self.compact = compact
+            for cand_id in list(self._labels):
+                self._relabel(cand_id)
 
     def on_mount(self) -> None:
         self.root.expand()
@@ -70,6 +79,10 @@ class ArchiveTree(Tree[str]):
     @property
     def candidates(self) -> dict[str, Any]:
         return self._cands
+
+    def visible_ids(self) -> list[str]:
+        """Candidates the filter lets through (with their ancestors); all of them without a filter."""
+        return list(self._visible())
 
     # ---- updates -------------------------------------------------------------
     def sync(self, candidates: list[Any]) -> None:
@@ -92,7 +105,7 @@ class ArchiveTree(Tree[str]):
 
     def rebuild(self) -> None:
         """Clear and build again (filter or sort changed); keeps the cursor on the same candidate."""
-        self._keep = self.selected_id or self._keep
+        self._keep = self.selected_id or self._keep or ""
         self.clear()
         self._node_of.clear()
         self._labels.clear()
@@ -107,8 +120,17 @@ class ArchiveTree(Tree[str]):
                 self._add(cand_id)
         if self._pending:
             self.call_after_refresh(self._drain)
-        elif self._keep and self.select_id(self._keep):
+        elif self._keep is not None:
+            self._restore_cursor(self._keep)
             self._keep = None
+
+    def _restore_cursor(self, cand_id: str) -> None:
+        """After a rebuild: back on `cand_id`, or on the first node when the filter hid it. Announced either way:
+        the cursor line may not have changed, and then Tree would not tell the screen that another node is under it."""
+        if not (cand_id and self.select_id(cand_id)):
+            self.cursor_line = 0
+        if self.cursor_node is not None:
+            self.post_message(self.NodeHighlighted(self.cursor_node))
 
     def set_training(self, cand_id: str, progress: float) -> None:
         """Which node shows the spinner and progress ("" for none)."""
@@ -209,7 +231,8 @@ class ArchiveTree(Tree[str]):
             text.append(f"{self._training[1] * 100:3.0f}% ", style="italic")  # type: ignore[index]
         score = score_of(cand)
         if score is not None:
-            text.append(f"{score.mean * 100:.1f}±{score.half * 100:.1f} ")
+            half = "" if self.compact else f"±{score.half * 100:.1f}"
+            text.append(f"{score.mean * 100:.1f}{half} ")
         if is_confirmed(cand):  # re-evaluated on fresh seeds
             text.append("✓ ", style="green")
         delta = delta_to_parent(cand, self._cands)

@@ -2,9 +2,25 @@
 
 from __future__ import annotations
 
+import math
+
 from textual_plotext import PlotextPlot
 
 from poise_tui.rundata import CURVE_METRICS, Curve
+
+
+MAX_STEP_TICKS = 6
+
+
+def step_ticks(first: int, last: int, most: int = MAX_STEP_TICKS) -> list[int]:
+    """At most `most` integer ticks from first to last, on a round stride (1, 2, 5, 10, 20, 50…):
+    plotext's own ticks split the range evenly, so steps read as 25.5."""
+    span = max(0, last - first)
+    rough = max(1.0, span / max(1, most - 1))
+    magnitude = 10 ** math.floor(math.log10(rough))
+    stride = next(m * magnitude for m in (1, 2, 5, 10) if m * magnitude >= rough)
+    start = math.ceil(first / stride) * stride
+    return list(range(int(start), last + 1, int(stride))) or [first]
 
 
 class CurvesView(PlotextPlot):
@@ -36,7 +52,7 @@ class CurvesView(PlotextPlot):
         plt.clear_figure()
         plt.title(f"{label}  ([ ] to switch)")
         plt.xlabel("step")
-        drawn = 0
+        drawn, steps_seen = 0, []
         for name, curve in self.curves.items():
             steps, values = curve.get(key, ([], []))
             if steps:
@@ -44,6 +60,9 @@ class CurvesView(PlotextPlot):
                 stride = max(1, len(steps) // max(self.size.width, 40))
                 plt.plot(steps[::stride], values[::stride], label=name, marker="braille")
                 drawn += 1
+                steps_seen += [steps[0], steps[-1]]
+        if steps_seen:
+            plt.xticks(step_ticks(min(steps_seen), max(steps_seen)))
         if not drawn:
             plt.title(f"{label}: not logged (yet) by these candidates")
         self.refresh()

@@ -43,4 +43,6 @@ class MetricsTable(DataTable[str]):
         for row in rows:
             self.add_row(*row)
         if not rows:
-            self.add_row("—", "not evaluated yet", "", "", *("" for _ in refs))
+            never = cand is not None and cand.status in ("rejected", "vetoed")  # the screen says why
+            self.add_row("—", f"never evaluated ({cand.status})" if never else "not evaluated yet", "", "",
+                         *("" for _ in refs))

@@ -48,6 +48,24 @@ def test_tail_reads_only_the_end(tmp_path: Path) -> None:
     assert tail(tmp_path / "missing.log", 5) == ""
 
 
+def test_tail_keeps_what_a_progress_bar_left_on_screen(tmp_path: Path) -> None:
+    log = tmp_path / "stderr.log"
+    log.write_bytes(b"loading\r\n" + b"".join(b"\rtrain %3d%%|bar|" % p for p in range(0, 101, 10)) + b"\ndone\n")
+    assert tail(log, 10) == "loading\ntrain 100%|bar|\ndone"
+
+
+def test_log_tail_puts_the_log_written_last_at_the_bottom(tmp_path: Path) -> None:
+    job = tmp_path / "jobs" / "c001" / "0"
+    job.mkdir(parents=True)
+    (job / "stderr.log").write_text("old warning\n")
+    (job / "stdout.log").write_text("step 40 reward 0.5\n")
+    os.utime(job / "stderr.log", (1_000, 1_000))
+    assert RunReader(tmp_path).log_tail("c001").splitlines()[-1] == "step 40 reward 0.5"
+    os.utime(job / "stdout.log", (500, 500))  # the progress bar on stderr is the newest output now
+    assert RunReader(tmp_path).log_tail("c001").splitlines()[-1] == "old warning"
+    assert RunReader(tmp_path).log_tail("c999") == ""
+
+
 def test_score_and_per_seed_accept_dict_and_list() -> None:
     cand = SimpleNamespace(seeds=[3, 4], metrics={"selection": {"overall": {
         "mean": 0.5, "lo": 0.4, "hi": 0.7, "n": 2, "per_seed": [0.4, 0.6]}}})
@@ -103,6 +121,20 @@ def test_diff_without_a_repo_says_why(tmp_path: Path) -> None:
 
 def test_reader_before_the_archive_exists(tmp_path: Path) -> None:
     assert RunReader(tmp_path).candidates() == []
+
+
+def test_a_file_of_a_run_opens_that_run(tmp_path: Path) -> None:
+    run = build_run(tmp_path / "run1", n=1, repo=False)
+    assert check_run_dir(run / "run.toml") == run.resolve()
+    assert check_run_dir(run / "jobs" / "seed" / "0" / "stdout.log") == run.resolve()
+
+
+def test_a_file_outside_any_run_is_named_a_file(tmp_path: Path) -> None:
+    stray = tmp_path / "notes" / "run.toml.bak"
+    stray.parent.mkdir()
+    stray.write_text("")
+    with pytest.raises(RunDirError, match=f"is a file, not a run directory; did you mean poise-tui {stray.parent}"):
+        check_run_dir(stray)
 
 
 def test_most_recent_run_and_checks(tmp_path: Path) -> None:
