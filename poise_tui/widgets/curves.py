@@ -8,7 +8,6 @@ from textual_plotext import PlotextPlot
 
 from poise_tui.rundata import CURVE_METRICS, Curve
 
-
 MAX_STEP_TICKS = 6
 
 

@@ -185,7 +185,7 @@ async def test_a_narrow_tree_drops_the_plus_minus_to_leave_room_for_titles(recor
     app = make_app(recorded_run)
     async with app.run_test(size=(80, 24)) as pilot:
         await loaded_app(pilot, app)
-        row = lambda: next(line for line in screen_lines(app) if " c010 " in line)  # noqa: E731  (depth 2)
+        row = lambda: next(line for line in screen_lines(app) if " c010 " in line)
         await wait_until(pilot, lambda: "kl-k3" in row(), what=f"c010's title readable at 80 columns: {row()!r}")
         assert "±" not in row()
         await pilot.resize_terminal(160, 48)
