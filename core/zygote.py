@@ -333,6 +333,9 @@ def _become_job(request: dict[str, Any]) -> None:
         signal.signal(sig, signal.SIG_DFL)
     os.environ.clear()
     os.environ.update(request["env"])
+    # tempfile caches its directory at first use, and importing torch (dill) uses it in the zygote:
+    # without this, every tempfile call of the job (Triton builds in one) points outside its sandbox.
+    tempfile.tempdir = None
     cfg = request["cfg"]
     apply_rlimits(cfg["rlimits"])  # what sandbox.BOOTSTRAP does first in a fresh interpreter
     from core.sandbox import _bootstrap_main

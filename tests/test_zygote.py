@@ -40,6 +40,9 @@ def test_a_forked_job_is_sandboxed_like_a_fresh_one(tmp_path: Path, monkeypatch:
     assert warm.pop("torch_preloaded") and fresh.pop("torch_preloaded")
     for r in (warm, fresh):  # paths differ by the job dir only
         r["cwd"] = Path(r["cwd"]).name
+        # tempfile caches its directory at first use: the zygote's own TMPDIR must not leak into a job
+        assert r["tempdir"] == str(Path(r["env"]["TMPDIR"])) and r.pop("tempdir_error") == ""
+        r["tempdir"] = Path(r["tempdir"]).name
         r["env"] = {k: v.replace(str(tmp_path / "warm"), "X").replace(str(tmp_path / "fresh"), "X")
                     for k, v in r["env"].items() if k not in ("LC_CTYPE", zygote.ENV_SWITCH)}
     assert "SECRET_TOKEN" not in warm["env"]

@@ -4,6 +4,7 @@ import json
 import os
 import resource
 import sys
+import tempfile
 
 from core.sandbox import guard_installed
 
@@ -21,6 +22,16 @@ def loopback_up() -> bool:
         return "127.0.0.1" in fh.read()
 
 
+def tempdir_usable() -> str:
+    """'' when a temporary directory can be made where tempfile says, else the error (Triton builds there)."""
+    try:
+        with tempfile.TemporaryDirectory() as path, open(os.path.join(path, "probe"), "w") as fh:
+            fh.write("ok")
+    except Exception as exc:  # noqa: BLE001 - reported, not raised
+        return f"{type(exc).__name__}: {exc}"
+    return ""
+
+
 report = {
     "env": dict(os.environ),
     "cwd": os.getcwd(),
@@ -33,6 +44,8 @@ report = {
     "interfaces": interfaces(),
     "loopback_up": loopback_up(),
     "torch_preloaded": "torch" in sys.modules,
+    "tempdir": tempfile.gettempdir(),
+    "tempdir_error": tempdir_usable(),
 }
 with open(sys.argv[1], "w") as fh:
     json.dump(report, fh)
