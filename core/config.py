@@ -78,9 +78,21 @@ def load_config(path: Path) -> RunConfig:
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from None
     try:
-        return from_dict(RunConfig, data, "")
+        cfg = from_dict(RunConfig, data, "")
     except ConfigError as exc:  # "run.toml: [tiny].steps: ...": the file, then the key as run.toml spells it
         raise ConfigError(f"{path}: {exc}") from None
+    return _paths_from(cfg, Path(path).resolve().parent)
+
+
+def _paths_from(cfg: RunConfig, run_dir: Path) -> RunConfig:
+    """Relative paths in run.toml are relative to the run directory, wherever a process reads them from:
+    the engine, the TUI and a job (whose cwd is its job directory) must all find the same files."""
+    for section, key in (("math", "model_path"), ("math", "data_dir"), ("llm", "model_path")):
+        part = getattr(cfg, section)
+        value = getattr(part, key)
+        if value:
+            setattr(part, key, str(run_dir / Path(value).expanduser()))  # an absolute path stays as it is
+    return cfg
 
 
 def save_config(cfg: RunConfig, path: Path) -> None:

@@ -77,8 +77,12 @@ from core.errors import SandboxError
 
 # Modules imported before the guard: trusted, heavy, and some of them use ctypes at import.
 DEFAULT_PREIMPORT = ("torch", "core.contract")
-ENV_ALLOW = ("PATH", "LANG", "LC_ALL", "CUDA_VISIBLE_DEVICES")
-ENV_PREFIX_ALLOW = ("POISE_",)
+# What a GPU job needs from the user's setup: where the CUDA driver and toolkit are (Triton looks for
+# libcuda on LD_LIBRARY_PATH when ldconfig does not list it), the compiler Triton builds with, the
+# allocator and NCCL settings, and offline switches. No tokens or keys: HF_TOKEN and the like stay out.
+ENV_ALLOW = ("PATH", "LANG", "LC_ALL", "LD_LIBRARY_PATH", "CUDA_HOME", "CUDA_PATH", "CC", "CXX",
+             "PYTORCH_CUDA_ALLOC_CONF", "HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE")
+ENV_PREFIX_ALLOW = ("POISE_", "CUDA_VISIBLE_", "NVIDIA_VISIBLE_", "NVIDIA_DRIVER_", "NCCL_")
 THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
 KILL_GRACE_S = 3.0
 _CLONE_NEWNET = 0x40000000  # from <sched.h>
@@ -265,6 +269,8 @@ def scrubbed_env(job_dir: Path, extra: dict[str, str] | None = None) -> dict[str
     env["MALLOC_ARENA_MAX"] = "2"
     env["HOME"] = str(job_dir)
     env["TMPDIR"] = str(job_dir / "tmp")
+    # Nothing can be downloaded from a job: say so, so a library fails at once instead of retrying a hub.
+    env.setdefault("HF_HUB_OFFLINE", "1")
     env.update(extra or {})
     return env
 

@@ -155,3 +155,17 @@ def test_the_test_suites_small_protocol_is_valid_and_a_group_of_one_is_not(tmp_p
 def test_missing_file_says_how_to_fix(tmp_path):
     with pytest.raises(ConfigError, match="poise init"):
         load_config(tmp_path / "run.toml")
+
+
+def test_relative_paths_are_relative_to_the_run_directory_wherever_it_is_read_from(tmp_path, monkeypatch):
+    run = tmp_path / "runs" / "r1"
+    run.mkdir(parents=True)
+    (run / "run.toml").write_text('recipe = "math"\n[math]\nmodel_path = "models/qwen"\ndata_dir = "~/bench"\n'
+                                  '[llm]\nmodel_path = "/abs/coder.gguf"\n')
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.chdir(tmp_path)  # a job's cwd is its job directory, the engine's anything
+    cfg = load_config(run / "run.toml")
+    assert cfg.math.model_path == str(run / "models" / "qwen")
+    assert cfg.math.data_dir == str(tmp_path / "home" / "bench")
+    assert cfg.llm.model_path == "/abs/coder.gguf"
+    assert load_config(run / "run.toml").math.data_dir == cfg.math.data_dir  # loading again changes nothing

@@ -43,7 +43,18 @@ def test_environment_is_an_allow_list(inside: dict) -> None:
     assert "SECRET_TOKEN" not in env and env["POISE_TEST_VISIBLE"] == "yes"
     allowed = set(sandbox.ENV_ALLOW) | set(sandbox.THREAD_VARS) | {
         "HOME", "TMPDIR", "MALLOC_ARENA_MAX", sandbox.WRITE_DIRS_ENV, sandbox.TRUSTED_DIRS_ENV}
-    assert all(k in allowed or k.startswith("POISE_") or k == "LC_CTYPE" for k in env), sorted(env)
+    assert all(k in allowed or k.startswith(sandbox.ENV_PREFIX_ALLOW) or k == "LC_CTYPE" for k in env), sorted(env)
+
+
+def test_gpu_setup_reaches_the_job_and_tokens_do_not(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    gpu = {"LD_LIBRARY_PATH": "/usr/local/nvidia/lib64", "CUDA_VISIBLE_DEVICES": "0", "NCCL_DEBUG": "WARN",
+           "PYTORCH_CUDA_ALLOC_CONF": "expandable_segments:True", "CUDA_HOME": "/usr/local/cuda"}
+    for key, value in {**gpu, "HF_TOKEN": "hf_secret", "OPENAI_API_KEY": "sk-secret"}.items():
+        monkeypatch.setenv(key, value)
+    env = sandbox.scrubbed_env(tmp_path)
+    assert {k: env.get(k) for k in gpu} == gpu
+    assert "HF_TOKEN" not in env and "OPENAI_API_KEY" not in env
+    assert env["HF_HUB_OFFLINE"] == "1"
 
 
 def test_home_tmp_and_cwd_are_the_job_dir(inside: dict) -> None:

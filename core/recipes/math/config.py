@@ -13,8 +13,9 @@ MATH_LEVELS = [1, 2, 3, 4, 5]  # the MATH dataset's difficulty levels
 
 @dataclass
 class MathConfig:
-    model_path: str = opt("", "Local path of the policy model (HF directory); nothing is downloaded.")
-    data_dir: str = opt("", "Directory with user-supplied aime24.jsonl, aime25.jsonl, amc.jsonl, olympiadbench.jsonl.")
+    model_path: str = opt("", "Local path of the policy model (HF directory; relative to the run directory); nothing is downloaded.")
+    data_dir: str = opt("", "Directory with user-supplied aime24.jsonl, aime25.jsonl, amc.jsonl, olympiadbench.jsonl "
+                        "(relative to the run directory).")
     lr: float = opt(1e-6, "Learning rate (paper: 1e-6); used when lr_source = 'config'.", above=0)
     lr_source: Literal["config", "candidate"] = opt(
         "config",
