@@ -32,6 +32,17 @@ def vllm_usable() -> bool:
     return torch.cuda.is_available()
 
 
+def render(tok: Any, prompts: list[Messages]) -> list[str]:
+    """The chat template with the assistant turn opened: the text both samplers continue."""
+    return [tok.apply_chat_template(p, add_generation_prompt=True, tokenize=False) for p in prompts]
+
+
+def prompt_token_ids(tok: Any, prompts: list[Messages]) -> list[list[int]]:
+    """Token ids of the rendered prompts. The template already holds any BOS, so no special tokens are
+    added (vLLM, given text, would add a second BOS for Llama-style tokenizers)."""
+    return [tok(text, add_special_tokens=False)["input_ids"] for text in render(tok, prompts)]
+
+
 class HFSampler:
     """transformers generate, batched with left padding."""
 
@@ -48,7 +59,7 @@ class HFSampler:
     def _sample_chunk(self, prompts: list[Messages], n: int, temperature: float, max_tokens: int) -> list[list[str]]:
         import torch
 
-        texts = [self.tok.apply_chat_template(p, add_generation_prompt=True, tokenize=False) for p in prompts]
+        texts = render(self.tok, prompts)
         self.tok.padding_side = "left"  # generation continues from the right end of every row
         enc = self.tok(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(self.model.device)
         sampling = {"do_sample": True, "temperature": temperature, "top_p": 1.0, "top_k": 0} if temperature > 0 else {
@@ -73,9 +84,9 @@ class VLLMSampler:
     def sample(self, prompts: list[Messages], n: int, temperature: float, max_tokens: int) -> list[list[str]]:
         from vllm import SamplingParams
 
-        texts = [self.tok.apply_chat_template(p, add_generation_prompt=True, tokenize=False) for p in prompts]
+        requests = [{"prompt_token_ids": ids} for ids in prompt_token_ids(self.tok, prompts)]
         params = SamplingParams(n=n, temperature=temperature, top_p=1.0, max_tokens=max_tokens, seed=self.seed)
-        outputs = self.llm.generate(texts, params, use_tqdm=False)
+        outputs = self.llm.generate(requests, params, use_tqdm=False)
         return [[c.text for c in o.outputs] for o in outputs]
 
 
