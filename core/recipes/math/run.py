@@ -116,15 +116,14 @@ def total_steps(cfg: MathConfig, n_train: int, mode: str) -> int:
     return max(1, math.ceil(n_train / cfg.prompts_per_step) * cfg.epochs)
 
 
-def grpo_args(cfg: MathConfig, spec: JobSpec, hp: dict[str, Any], n_train: int, use_vllm: bool):  # -> GRPOConfig
-    import torch
-
+def grpo_args(cfg: MathConfig, spec: JobSpec, hp: dict[str, Any], n_train: int, use_vllm: bool,
+              device: str):  # -> GRPOConfig
     from core.recipes.math.adapter import hparams_to_grpo, make_grpo_config
 
     samples = cfg.prompts_per_step * cfg.group_size
     if samples % cfg.micro_batch_size:
         raise ConfigError(f"[math]: prompts_per_step*group_size={samples} is not a multiple of micro_batch_size")
-    cuda = torch.cuda.is_available()
+    cuda = device == "cuda"
     lr = cfg.lr if cfg.lr_source == "config" else hp["lr"]
     return make_grpo_config(
         output_dir=str(Path(spec.job_dir) / "trl"), seed=spec.seed, data_seed=spec.seed,
@@ -138,7 +137,7 @@ def grpo_args(cfg: MathConfig, spec: JobSpec, hp: dict[str, Any], n_train: int, 
     )
 
 
-def build_trainer(cfg: MathConfig, spec: JobSpec, candidate: ModuleType, emit: Emit, model_dir: Path):
+def build_trainer(cfg: MathConfig, spec: JobSpec, candidate: ModuleType, emit: Emit, model_dir: Path, device: str):
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -147,11 +146,13 @@ def build_trainer(cfg: MathConfig, spec: JobSpec, candidate: ModuleType, emit: E
     from core.recipes.math.rewards import REWARD_FUNCS
 
     tok = AutoTokenizer.from_pretrained(model_dir, padding_side="left")
-    dtype = torch.bfloat16 if (cfg.bf16 and torch.cuda.is_available()) else torch.float32
-    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=dtype)
+    # float32 weights and optimizer state; bf16 is autocast only (GRPOConfig.bf16). In pure bfloat16 an
+    # AdamW step at lr 1e-6 rounds away for ~98% of the weights, and every candidate would score like the
+    # base model. The reference model is built like the policy, and TRL runs it under the same autocast.
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
     data = train_dataset(cfg, tok)
     use_vllm = cfg.use_vllm and vllm_usable()
-    args = grpo_args(cfg, spec, candidate.HPARAMS, len(data), use_vllm)
+    args = grpo_args(cfg, spec, candidate.HPARAMS, len(data), use_vllm, device)
     return ContractGRPOTrainer(
         model=model, reward_funcs=list(REWARD_FUNCS), args=args, train_dataset=data, processing_class=tok,
         candidate=candidate, callbacks=[metrics_callback(emit)],
@@ -172,6 +173,7 @@ def run_job(spec: JobSpec, candidate_module: ModuleType, emit: Emit) -> JobResul
     """Train with the candidate's algorithm, then evaluate (mode 'full') or stop after a few steps ('smoke')."""
     from transformers import set_seed
 
+    from core.recipes.math.device import training_device
     from core.recipes.math.evaluate import evaluate
 
     t0 = time.monotonic()
@@ -179,11 +181,13 @@ def run_job(spec: JobSpec, candidate_module: ModuleType, emit: Emit) -> JobResul
     check_module(candidate_module)
     model_dir = resolve_model(cfg.model_path)
     sets = load_eval_sets(cfg) if spec.mode == "full" else {}
+    device = training_device()
     set_seed(spec.seed)
-    trainer = build_trainer(cfg, spec, candidate_module, emit, model_dir)
+    trainer = build_trainer(cfg, spec, candidate_module, emit, model_dir, device)
     trainer.train()
     train_s = time.monotonic() - t0
-    extra: dict[str, Any] = {"train_s": train_s, "use_vllm": bool(trainer.use_vllm), "model_path": str(model_dir)}
+    extra: dict[str, Any] = {"train_s": train_s, "use_vllm": bool(trainer.use_vllm), "model_path": str(model_dir),
+                             "device": device}
     if spec.mode == "smoke":
         return JobResult("evaluated", wall_s=time.monotonic() - t0, steps_done=trainer.state.global_step, extra=extra)
     sampler = final_sampler(trainer, spec.seed)
