@@ -30,6 +30,7 @@ def parse() -> argparse.Namespace:
     ap.add_argument("--micro", type=int, default=16, help="micro-batch size (responses)")
     ap.add_argument("--max-tokens", type=int, default=1024)
     ap.add_argument("--no-vllm", action="store_true")
+    ap.add_argument("--generation-only", action="store_true", help="(internal) the generation bench alone")
     return ap.parse_args()
 
 
@@ -85,13 +86,27 @@ def main() -> int:
     if not a.model:
         print("bench_math_gpu: pass --model or set POISE_GPU_MODEL to a local HF model directory.")
         return 2
+    if a.generation_only:
+        print(json.dumps(generation_bench(a)))
+        return 0
     from core.contract import load_algorithm
 
     out = {"model": a.model, "gpu": torch.cuda.get_device_name(0), **train_bench(a, load_algorithm(a.algorithm))}
-    torch.cuda.empty_cache()
-    out.update(generation_bench(a))
+    out.update(generation_in_a_fresh_process())
     print(json.dumps(out, indent=1))
     return 0
+
+
+def generation_in_a_fresh_process() -> dict:
+    """The generation bench in its own interpreter: the training job's colocated vLLM engine and process group
+    live on in this one, and a second engine beside them would fail or hang."""
+    import subprocess
+
+    done = subprocess.run([sys.executable, __file__, *sys.argv[1:], "--generation-only"], capture_output=True,
+                          text=True, check=False)
+    if done.returncode != 0:
+        return {"generation_error": done.stderr[-2000:]}
+    return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 if __name__ == "__main__":

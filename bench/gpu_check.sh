@@ -4,7 +4,10 @@
 #   bash bench/gpu_check.sh fetch    # here: the wheels the device image lacks -> .whl/ (git-ignored)
 #   device run: command "bash bench/gpu_check.sh run", carry [".whl"]   (~5-10 min of device time)
 #
-# `run` installs the wheels under /tmp/site, builds and warm-starts a tiny Qwen2 on the bundled MATH
+# `run` installs the wheels, and the project (editable), into the image's own interpreter: sandboxed jobs
+# run `python -I`, which ignores PYTHONPATH, and the image's python3 is itself a venv (/opt/torch/.venv),
+# so a --system-site-packages venv over it would not see its CUDA torch. The machine is fresh at every
+# start, so nothing outlives the check. It then builds and warm-starts a tiny Qwen2 on the bundled MATH
 # problems (the CPU adapter tests' model; no model hub is reachable there), then runs:
 #   1. the `gpu`-marked tests: real CUDA as the oracle of the simulated accelerator, the math recipe's smoke
 #      run on CUDA (HF generation: vLLM's wheel is too large to carry);
@@ -48,12 +51,12 @@ run() {
     local out=${OUT:-/tmp/gpu_check}
     mkdir -p "$out"
     if compgen -G ".whl/*.whl" >/dev/null; then
-        "${PY}" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
+        "${PY}" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade .whl/*.whl \
             || { echo "gpu_check: installing the carried wheels failed"; return 1; }
-        export PYTHONPATH=/tmp/site:$PWD
-    else
-        export PYTHONPATH=$PWD
     fi
+    # the project itself, so the `poise` CLI and sandboxed jobs import it (pytest also finds it on PYTHONPATH)
+    "${PY}" -m pip install -q --no-index --no-deps --no-build-isolation -e . 2>&1 | tail -2
+    export PYTHONPATH=$PWD
     export PYTHONUNBUFFERED=1
     nvidia-smi -L 2>&1 | tee "$out/device.txt"
     "${PY}" -m pip list 2>/dev/null | grep -i -E "^(torch|transformers|trl|datasets|accelerate|tokenizers|huggingface.hub|pyarrow|fsspec|vllm) " \
