@@ -49,13 +49,14 @@ def run_job(spec: JobSpec, cfg: RunConfig, on_progress: Progress | None = None,
             should_cancel: Callable[[], bool] | None = None) -> JobResult:
     """Run one sandboxed job to its outcome, reporting progress as (message, fraction)."""
     from core.jobs import start_job
+    from core.recipes import planned_steps
 
     job_dir = Path(spec.job_dir)
     if job_dir.exists():
         shutil.rmtree(job_dir)  # an unfinished earlier attempt: start clean, never mix two runs
     job_dir.mkdir(parents=True)
     handle = start_job(spec, cfg.limits, cfg.early_kill, project_root())
-    total = max(int(spec.recipe_config.get("steps", 1)), 1) if spec.mode == "full" else 3
+    total = max(planned_steps(spec), 1)
     shown = -1
     while True:
         # The stop check comes first: a stop that arrived while the job was starting cancels it

@@ -8,6 +8,8 @@ from typing import Literal
 from core.configlib import opt
 from core.recipes.tiny.task import SPLITS
 
+SMOKE_STEPS = 3  # RL steps of a verification smoke job
+
 # Every split supplies eval_size selection and eval_size held-out problems, all distinct; the smallest
 # (mul: 2..9 times 2..30, core/recipes/tiny/task.py) has 232, so a larger eval_size fails in every job.
 MAX_EVAL_SIZE = 116

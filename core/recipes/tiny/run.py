@@ -10,13 +10,12 @@ from typing import Any
 
 from core.configlib import from_dict
 from core.jobspec import JobResult, JobSpec
-from core.recipes.tiny.config import TinyConfig
+from core.recipes.tiny.config import SMOKE_STEPS, TinyConfig
 from core.recipes.tiny.evaluate import check_eval_config, evaluate, warm_start_scores
 from core.recipes.tiny.model import Progress, load_or_build, model_hash
 from core.recipes.tiny.task import make_eval_sets
 from core.recipes.tiny.trainer import train
 
-SMOKE_STEPS = 3
 Emit = Callable[[dict[str, Any]], None]
 
 
