@@ -122,3 +122,21 @@ def test_early_kill_thresholds():
     assert "entropy" in early_kill_reason({**line, "entropy": 1e-6}, {"min_entropy": 1e-4}, 0)
     assert "reward was 0" in early_kill_reason(line, {"zero_reward_steps": 3}, 3)
     assert early_kill_reason(line, {"max_kl": 10.0, "min_entropy": 1e-4, "zero_reward_steps": 5}, 3) == ""
+
+
+def test_the_batch_carries_the_generation_limit_not_the_longest_response():
+    """Overlong penalties and Dr. GRPO's divisor are defined against the limit (here 32); no response of this
+    batch came near it, so the longest response (5 tokens) would have penalised the longest answer."""
+    from core.recipes.tiny.rollout import Rollout
+    from core.recipes.tiny.task import Problem
+    from core.recipes.tiny.trainer import make_batch
+
+    lengths = torch.tensor([5, 3, 4, 2])
+    mask = (torch.arange(5)[None, :] < lengths[:, None]).float()  # [4, 5]
+    ro = Rollout(prompt_ids=torch.ones(4, 3, dtype=torch.long), prompt_mask=torch.ones(4, 3, dtype=torch.long),
+                 response_ids=torch.ones(4, 5, dtype=torch.long), response_mask=mask, logprobs=torch.zeros(4, 5),
+                 truncated=torch.zeros(4, dtype=torch.bool), texts=["1 #### 2", "#### 2", "x", "#### 3"])
+    problems = [Problem("add1", "1+1=", 2, "#### 2")] * 4
+    batch = make_batch(ro, problems, 2, 0, 10, None, max_response_len=32)
+    assert batch.max_response_len == 32 and batch.num_tokens == 5
+    assert batch.lengths.tolist() == [5, 3, 4, 2]

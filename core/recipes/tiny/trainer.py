@@ -46,8 +46,11 @@ def needs_reference(hp: dict[str, Any]) -> bool:
 
 
 def make_batch(ro: Rollout, problems: list[Problem], group_size: int, step: int, total: int,
-               ref_logprobs: torch.Tensor | None) -> RolloutBatch:
-    """Score the responses and pack the contract's RolloutBatch (rows are grouped by prompt)."""
+               ref_logprobs: torch.Tensor | None, max_response_len: int) -> RolloutBatch:
+    """Score the responses and pack the contract's RolloutBatch (rows are grouped by prompt).
+
+    max_response_len is the generation limit, not the longest response of this batch: length shaping
+    (overlong penalties, Dr. GRPO's constant divisor) is defined against the limit."""
     import torch
 
     scores = [score(t, bool(tr), p.answer) for t, tr, p in zip(ro.texts, ro.truncated, problems)]
@@ -57,7 +60,7 @@ def make_batch(ro: Rollout, problems: list[Problem], group_size: int, step: int,
         rewards=correct.clone(), group_ids=torch.arange(len(problems)) // group_size, valid=valid,
         truncated=ro.truncated.clone(), response_mask=ro.response_mask, old_logprobs=ro.logprobs,
         lengths=ro.response_mask.sum(1).long(), ref_logprobs=ref_logprobs, step=step, total_steps=total,
-        reward_parts={"correct": correct, "format": valid.float()}, max_response_len=0)
+        reward_parts={"correct": correct, "format": valid.float()}, max_response_len=max_response_len)
 
 
 def rollout_stats(b: RolloutBatch) -> dict[str, float]:
@@ -113,7 +116,8 @@ class Trainer:
         self.result.timings["generate_s"] += t1 - t0
         self.result.timings["reference_s"] += time.perf_counter() - t1
         self.result.generated_tokens += int(ro.response_mask.sum())
-        return make_batch(ro, problems, self.cfg.group_size, step, total, ref_lp), ro
+        batch = make_batch(ro, problems, self.cfg.group_size, step, total, ref_lp, self.cfg.max_response_tokens)
+        return batch, ro
 
     def update(self, batch: RolloutBatch, ro: Rollout, adv: torch.Tensor) -> dict[str, float]:
         """ppo_epochs x minibatches optimizer steps; returns averaged metrics, or {"diverged": reason}."""
