@@ -74,11 +74,14 @@ def filter_groups(batch, hp):
 '''
 
 
+def candidate_source(agg: str = "seq-mean-token-mean", kl: float = 0.0, ent: float = 0.0) -> str:
+    return GRPO_SOURCE.replace("KL", repr(kl)).replace("ENT", repr(ent)).replace("AGG", agg)
+
+
 def write_candidate(tmp: Path, agg: str = "seq-mean-token-mean", kl: float = 0.0, ent: float = 0.0,
-                    with_filter: bool = False):
-    src = GRPO_SOURCE.replace("KL", repr(kl)).replace("ENT", repr(ent)).replace("AGG", agg)
+                    with_filter: bool = False, extra: str = ""):
     path = tmp / "algorithm.py"
-    path.write_text(src + (FILTER_SOURCE if with_filter else ""))
+    path.write_text(candidate_source(agg, kl, ent) + (FILTER_SOURCE if with_filter else "") + extra)
     return load_algorithm(str(path))
 
 
@@ -133,29 +136,128 @@ def test_adapter_trains_with_the_candidate_and_changes_parameters(tiny, tmp_path
     assert len(logs) == 2 and all("algo/clip_frac" in h and 0 <= h["poise/kept_frac"] <= 1 for h in logs)
 
 
-@pytest.mark.parametrize(("loss_type", "agg", "kl"), [("grpo", "seq-mean-token-mean", 0.0), ("bnpo", "token-mean", 0.05)])
-def test_adapter_loss_equals_trl_loss_on_the_same_batch(tiny, tmp_path, loss_type, agg, kl):
-    from trl import GRPOTrainer
+DROP_FIRST_GROUP = '''
 
-    cand = write_candidate(tmp_path, agg=agg, kl=kl)
+def filter_groups(batch, hp):
+    CALLS["filter"] += 1
+    return batch.group_ids != batch.group_ids[0]  # kept rows spread unevenly over the shuffled micro-batches
+'''
+
+
+def rows_of(batch: dict, rows: torch.Tensor) -> dict:
+    """Some rows of a TRL batch dict (every [B] tensor indexed by a mask or an order), token count recounted."""
+    n = batch["completion_ids"].shape[0]
+    out = {k: (v[rows] if isinstance(v, torch.Tensor) and v.dim() > 0 and v.shape[0] == n else v)
+           for k, v in batch.items()}
+    out["num_items_in_batch"] = out["completion_mask"].sum()
+    return out
+
+
+@pytest.mark.parametrize(("loss_type", "agg", "kl", "drop"), [
+    ("grpo", "seq-mean-token-mean", 0.0, False), ("bnpo", "token-mean", 0.05, False),
+    ("dapo", "token-mean", 0.05, False), ("dapo", "token-mean", 0.05, True), ("grpo", "seq-mean-token-mean", 0.05, True)])
+def test_micro_batch_gradients_add_up_to_trls_loss_on_the_whole_batch(tiny, tmp_path, loss_type, agg, kl, drop):
+    """The oracle: TRL's own loss over the whole generation batch in one pass (its kept rows, when a filter
+    dropped some). Ours runs as training does: shuffled, split into micro-batches, gradients summed.
+
+    Gradients are compared with respect to the log-probs, the part the adapter assembles: the model's
+    backward is the same function on both sides, but its float results depend on how rows are batched
+    (0.2% here), which would hide what this test is for. The log-probs come from one real forward."""
+    from trl import GRPOTrainer
+    from trl.trainer.utils import split_tensor_dict
+
+    cand = write_candidate(tmp_path, agg=agg, kl=kl, extra=DROP_FIRST_GROUP if drop else "")
     trainer = make_trainer(tiny, cand, tmp_path, tiny["problems"][:2], loss_type=loss_type)
     rows = [{"prompt": rewards.format_prompt(p.problem), "answer": p.answer} for p in tiny["problems"][:2]]
     rows = [r for r in rows for _ in range(GROUP)]  # TRL's RepeatSampler order: each prompt G times in a row
     trainer.model.train()
-    trainer.current_gradient_accumulation_steps = 2  # both sides must scale for accumulation the same way
     torch.manual_seed(3)
     ours = trainer._generate_and_score_completions(copy.deepcopy(rows))
     torch.manual_seed(3)
     theirs = GRPOTrainer._generate_and_score_completions(trainer, copy.deepcopy(rows))
     assert torch.equal(ours["completion_ids"], theirs["completion_ids"]), "same seed must give the same batch"
-    assert ours["rewards"].std() > 0, "precondition: mixed rewards, so advantages are not all zero"
-    assert (kl > 0) == ("ref_per_token_logps" in ours)
-    torch.testing.assert_close(ours["advantages"], theirs["advantages"], atol=1e-5, rtol=0)
-    loss_ours, grads_ours = loss_and_grads(trainer, lambda: trainer._compute_loss(trainer.model, ours))
-    loss_trl, grads_trl = loss_and_grads(trainer, lambda: GRPOTrainer._compute_loss(trainer, trainer.model, theirs))
-    assert abs(loss_ours - loss_trl) < 1e-5
-    assert max((a - b).abs().max().item() for a, b in zip(grads_ours, grads_trl)) < 1e-5
-    assert max(g.abs().max().item() for g in grads_trl) > 0, "precondition: a nonzero gradient"
+    keep = ours["keep"]
+    assert bool(keep.all()) != drop and (kl > 0) == ("ref_per_token_logps" in ours)
+    if not drop:  # TRL normalises the same way as the candidate; with a filter, over different rows
+        assert ours["rewards"].std() > 0, "precondition: mixed rewards, so advantages are not all zero"
+        torch.testing.assert_close(ours["advantages"], theirs["advantages"], atol=1e-5, rtol=0)
+    theirs["advantages"] = ours["advantages"]  # the candidate's advantages, so the oracle checks the loss side
+
+    # A fake forward (of TRL's log-prob function) that returns rows of one leaf tensor holding the real log-probs.
+    leaf = ours["old_per_token_logps"].detach().clone().requires_grad_(True)  # [B, T]
+    ents = torch.zeros_like(leaf)
+    rows_now = {"idx": torch.arange(leaf.shape[0])}
+
+    def fake_logps(model, ids, att, logits_to_keep, **kwargs):
+        return leaf[rows_now["idx"]], ents[rows_now["idx"]], None
+
+    trainer._get_per_token_logps_and_entropies = fake_logps
+    trainer.current_gradient_accumulation_steps = 1  # the oracle: one pass over the whole batch
+    rows_now["idx"] = keep.nonzero().squeeze(1)
+    loss_trl = GRPOTrainer._compute_loss(trainer, trainer.model, rows_of(theirs, keep))
+    oracle = torch.autograd.grad(loss_trl, leaf)[0]
+    assert oracle.abs().max() > 0, "precondition: a nonzero gradient"
+
+    # as TRL orders rows before the split, but fixed so the kept rows fall unevenly: 1 and 3 when a group is dropped
+    perm = torch.tensor([0, 1, 2, 4, 3, 5, 6, 7])
+    micro = split_tensor_dict(rows_of(ours, perm), 2)
+    trainer.current_gradient_accumulation_steps = 2  # training's setting; our losses must not depend on it
+    losses, naive = [], torch.zeros_like(leaf)
+    for mb in micro:
+        rows_now["idx"] = mb["row_index"]
+        loss = trainer._compute_loss(trainer.model, mb)
+        loss.backward()
+        losses.append((loss.item(), int(mb["keep"].sum())))
+        naive += _micro_mean_gradient(cand, trainer, mb, leaf)
+    assert all(abs(v - loss_trl.item()) < 1e-6 for v, kept in losses if kept), (losses, loss_trl.item())
+    torch.testing.assert_close(leaf.grad, oracle, atol=1e-7, rtol=1e-5)
+    if loss_type != "grpo" or drop:  # where micro-batch means differ from the batch's: the bug this test catches
+        assert (naive - oracle).abs().max() > 1e-3 * oracle.abs().max(), "the test must tell the two apart"
+
+
+def _micro_mean_gradient(cand, trainer, mb: dict, leaf: torch.Tensor) -> torch.Tensor:
+    """What the adapter used to do: the candidate's loss on the micro-batch's kept rows / accumulation steps."""
+    keep = mb["keep"]
+    if not bool(keep.any()):
+        return torch.zeros_like(leaf)
+    whole = trainer._whole[0]
+    part = whole.select(torch.isin(torch.arange(whole.batch_size), mb["row_index"][keep]))
+    order = torch.sort(mb["row_index"][keep]).values
+    lp = leaf[order]
+    loss, _ = cand.compute_policy_loss(lp, part, trainer._whole[2][order], trainer.hp)
+    return torch.autograd.grad(loss / 2, leaf)[0]
+
+
+KEEP_FIRST_STEP_ONLY = '''
+
+def filter_groups(batch, hp):
+    CALLS["filter"] += 1
+    return torch.full_like(batch.valid, CALLS["filter"] == 1)  # step 1 keeps everything, step 2 nothing
+'''
+
+
+def test_a_step_whose_filter_kept_nothing_leaves_the_weights_alone(tiny, tmp_path):
+    """AdamW with a zero gradient still moves weights by its momentum from earlier steps; the adapter drops
+    the gradients of such a step, so AdamW skips it (as the tiny trainer does)."""
+    from transformers import TrainerCallback
+
+    cand = write_candidate(tmp_path, extra=KEEP_FIRST_STEP_ONLY)
+    trainer = make_trainer(tiny, cand, tmp_path, tiny["problems"][:2])
+    snapshots = []
+
+    class AfterEachStep(TrainerCallback):
+        def on_step_end(self, args, state, control, **kwargs):
+            snapshots.append({n: p.detach().clone() for n, p in trainer.model.named_parameters()})
+
+    before = {n: p.detach().clone() for n, p in trainer.model.named_parameters()}
+    trainer.add_callback(AfterEachStep())
+    trainer.train()
+    assert trainer.state.global_step == 2 and cand.CALLS["filter"] == 2
+    first, second = snapshots
+    assert any(not torch.equal(before[n], first[n]) for n in before), "precondition: step 1 updated the weights"
+    assert all(torch.equal(first[n], second[n]) for n in first), "step 2 kept no rollout but moved the weights"
+    logs = [h for h in trainer.state.log_history if "poise/kept_frac" in h]
+    assert [h["poise/kept_frac"] for h in logs] == [1.0, 0.0]
 
 
 def loss_and_grads(trainer, compute) -> tuple[float, list[torch.Tensor]]:

@@ -11,8 +11,15 @@ Written against trl 1.16.0 (trl/trainer/grpo_trainer.py). Override points:
   training is on-policy; the contract needs them, so we compute them with TRL's own function (one no-grad
   forward). Filtered rows are kept in the tensors with keep=False, because TRL's split needs equal chunks.
 * `_compute_loss` - per micro-batch: TRL's `_get_per_token_logps_and_entropies` gives log-probs and
-  entropies (with grad); we rebuild the micro-batch's RolloutBatch, fill `entropy`, keep the kept rows and
-  return the candidate's `compute_policy_loss`, divided by the accumulation steps like TRL's own losses.
+  entropies (with grad). The candidate's `compute_policy_loss` is then called on the WHOLE generation batch
+  (its kept rows), with this micro-batch's rows live and every other row at its value from the no-grad
+  forward after generation. Within one optimizer step the weights do not change, so those values are what
+  the other rows' live log-probs would be: the loss is the whole batch's, and its gradient flows through
+  this micro-batch's rows only. Summed over the micro-batches, the gradient is exactly that of the
+  candidate's loss on one big batch, whatever it aggregates (token-mean over the batch's tokens, as TRL's
+  dapo; per-sequence means; statistics across rows) and however filtering spread the kept rows.
+* A step in which `filter_groups` kept nothing makes no optimizer update (grads are dropped before AdamW,
+  so its momentum does not move the weights either), as in the tiny trainer.
 
 No mechanism logic lives here: no normalisation, no clipping, no KL. `beta` in GRPOConfig is only a switch
 that makes TRL build the reference model and its log-probs (`batch.ref_logprobs`); the candidate adds any KL.
@@ -22,6 +29,7 @@ Single process only (TRL gathers rewards across ranks; this adapter does not gat
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 from types import ModuleType
 from typing import Any
 
@@ -74,6 +82,9 @@ class ContractGRPOTrainer(GRPOTrainer):
         self.hp = dict(candidate.HPARAMS)
         self.validity_part = validity_part
         self._reward_columns: torch.Tensor | None = None
+        self._whole: tuple[RolloutBatch, torch.Tensor, torch.Tensor] | None = None  # batch, keep [B], advantages
+        self._skip_update = False  # this step's filter kept nothing
+        self._hooked: set[int] = set()  # optimizers that drop the grads of such a step
         super().__init__(*args, **kwargs)
         self._check_setup()
 
@@ -96,25 +107,31 @@ class ContractGRPOTrainer(GRPOTrainer):
 
     def _generate_and_score_completions(self, inputs):  # type: ignore[override]
         out = super()._generate_and_score_completions(inputs)
+        logps, entropies = self._old_logprobs(out)
         if out.get("old_per_token_logps") is None:
-            out["old_per_token_logps"] = self._old_logprobs(out)
+            out["old_per_token_logps"] = logps
         out.update(self._batch_fields(out))
-        batch = self._rollout_batch(out)
+        batch = self._rollout_batch(out, entropy=entropies)
         keep = self._filter(batch)
         out["keep"] = keep
         out["advantages"] = self._advantages(batch, keep)
+        # TRL shuffles and splits every [B] tensor in unison: each micro-batch knows its rows in the whole batch
+        out["row_index"] = torch.arange(batch.batch_size, device=keep.device)
+        self._whole = (batch, keep, out["advantages"])
+        self._skip_update = not bool(keep.any())
         self._log_rollout_metrics(batch, keep)
         return out
 
-    def _old_logprobs(self, out: dict[str, Any]) -> torch.Tensor:
-        """log pi_old of the sampled tokens, with the same function TRL uses when it needs them. [B, T]"""
+    def _old_logprobs(self, out: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
+        """log pi_old of the sampled tokens and the token entropies, with the function TRL uses. [B, T] each"""
         ids = torch.cat([out["prompt_ids"], out["completion_ids"]], dim=1)  # [B, P+T]
         att = torch.cat([out["prompt_mask"], out["completion_mask"]], dim=1)
         with torch.no_grad(), disable_gradient_checkpointing(self.model, self.args.gradient_checkpointing_kwargs):
-            logps, _, _ = self._get_per_token_logps_and_entropies(
-                self.model, ids, att, out["completion_ids"].size(1), batch_size=self.args.per_device_train_batch_size
+            logps, entropies, _ = self._get_per_token_logps_and_entropies(
+                self.model, ids, att, out["completion_ids"].size(1), batch_size=self.args.per_device_train_batch_size,
+                compute_entropy=True,
             )
-        return logps
+        return logps, entropies
 
     def _batch_fields(self, out: dict[str, Any]) -> dict[str, torch.Tensor]:
         """Per-sample fields TRL does not keep: rewards, parts, groups, validity, truncation. All [B]."""
@@ -187,19 +204,41 @@ class ContractGRPOTrainer(GRPOTrainer):
         logps, entropies, _ = self._get_per_token_logps_and_entropies(
             model, ids, att, inputs["completion_ids"].size(1), compute_entropy=True
         )  # [b, T] each, with grad
-        keep = inputs["keep"]
+        self._hook_optimizer()
+        if self._whole is None:
+            raise AdapterError("a loss was asked for before any generation batch was scored")
+        whole, keep, advantages = self._whole
         if not bool(keep.any()):
-            # every row of this micro-batch was filtered: a graph-connected zero, logged, so the step still has
-            # a metrics line (its kept_frac 0 is what early kill and verification's smoke check look for)
+            # the whole step was filtered: a graph-connected zero, logged, so the step still has a metrics line
+            # (its kept_frac 0 is what early kill and verification's smoke check look for); no update follows
             self._log("poise/loss", 0.0)
             return (logps * 0.0).sum()
-        batch = self._rollout_batch(inputs, entropy=entropies)
+        rows = inputs["row_index"]
+        if not bool(keep[rows].any()):
+            return (logps * 0.0).sum()  # the step's loss does not depend on these rows: nothing flows through them
+        live = replace(whole, entropy=whole.entropy.index_put((rows,), entropies.float()))
+        logp_all = whole.old_logprobs.index_put((rows,), logps.float())  # [B, T]: these rows live, the rest fixed
         if not bool(keep.all()):
-            batch, logps = batch.select(keep), logps[keep]
-        loss, metrics = self.candidate.compute_policy_loss(logps, batch, inputs["advantages"][keep], self.hp)
-        self._log_loss_metrics(loss, metrics, batch, logps)
-        mode = "train" if self.model.training else "eval"
-        return loss / (self.current_gradient_accumulation_steps if mode == "train" else 1.0)
+            live, logp_all, advantages = live.select(keep), logp_all[keep], advantages[keep]
+        loss, metrics = self.candidate.compute_policy_loss(logp_all, live, advantages, self.hp)
+        self._log_loss_metrics(loss, metrics, live, logp_all)
+        return loss  # not divided by the accumulation steps: each micro-batch adds its rows' part of one gradient
+
+    def _hook_optimizer(self) -> None:
+        """Drop every gradient before the AdamW step of a step whose filter kept nothing: AdamW skips a parameter
+        without a gradient, so neither momentum nor weight decay moves it."""
+        opt = getattr(self.optimizer, "optimizer", self.optimizer)  # accelerate wraps the torch optimizer
+        if opt is None or id(opt) in self._hooked:
+            return
+        self._hooked.add(id(opt))
+
+        def drop_grads_of_a_filtered_step(optimizer, args, kwargs):
+            if self._skip_update:
+                for group in optimizer.param_groups:
+                    for p in group["params"]:
+                        p.grad = None
+
+        opt.register_step_pre_hook(drop_grads_of_a_filtered_step)
 
     # ---- metrics (measurement only) ------------------------------------------------------------------------
 

@@ -31,8 +31,8 @@ class MathConfig:
     micro_batch_size: int = opt(
         16,
         "Responses per forward/backward pass; prompts_per_step*group_size must be a multiple. Gradients of the "
-        "micro-batches are accumulated into one optimizer step per generation batch, so the result does not depend "
-        "on it except for token-mean losses (averaged per micro-batch, as verl does).",
+        "micro-batches are accumulated into one optimizer step per generation batch, exactly the gradient of the "
+        "candidate's loss on the whole batch, so the result does not depend on it (only memory and speed do).",
         at_least=1,
     )
     epochs: int = opt(8, "Epochs over the training problems (paper: 8, about 155 steps).", at_least=1)
