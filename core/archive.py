@@ -140,8 +140,19 @@ def _parse_iso(text: str) -> float:
 MIGRATIONS = {0: _migrate_v0}
 
 
+V0_ONLY_KEYS = frozenset({"parent", "code_commit", "created", "scores"})
+V1_KEYS = frozenset({"parent_ids", "commit", "created_at", "results", "history"})
+
+
 def migrate(record: dict[str, Any]) -> dict[str, Any]:
     """Bring a stored record up to SCHEMA_VERSION, one version at a time."""
+    if "schema_version" not in record and V1_KEYS & set(record) and not V0_ONLY_KEYS & set(record):
+        # a current record that lost only its version: "migrating" it from v0 would drop its parents,
+        # commit, results and history at the next write
+        raise CorruptArchiveError(
+            f"candidate {record.get('id')!r} has no schema_version but current fields "
+            f"({', '.join(sorted(V1_KEYS & set(record)))}); the file was edited or damaged: restore "
+            f"\"schema_version\": {SCHEMA_VERSION} in that record (nothing was changed)")
     version = int(record.get("schema_version", 0))
     if version > SCHEMA_VERSION:
         raise ArchiveError(

@@ -31,6 +31,8 @@ FORBIDDEN_TORCH_ATTRS = frozenset({
     "load", "save", "hub", "compile", "jit", "ops", "classes", "utils", "multiprocessing",
     "distributed", "package", "cuda", "backends", "library", "_C", "_dynamo", "_inductor",
     "set_default_device", "set_num_threads", "manual_seed", "seed",
+    # files through C++, where no audit hook sees them: torch.from_file(path, shared=True) writes any file
+    "from_file", "serialization", "storage", "Storage", "UntypedStorage", "TypedStorage",
 })
 # Dunder attributes a candidate legitimately needs; every other `x.__foo__` is refused
 # because dunders are the classic way out of a restricted namespace (__globals__, __subclasses__).
@@ -40,7 +42,13 @@ FORBIDDEN_ATTRS = frozenset({
     "pathlib", "signal", "threading", "multiprocessing", "resource", "gc", "inspect", "pty", "tempfile",
     "system", "popen", "fork", "forkpty", "execv", "execve", "spawnv", "posix_spawn", "environ", "kill",
     "eval", "exec", "__import__", "globals", "locals", "load_library",
+    # file access on any tensor, storage or array (C++/C, unseen by the runtime guard)
+    "from_file", "tofile", "fromfile", "numpy", "storage", "untyped_storage", "share_memory_", "save", "load",
 })
+# Module names may only be the base of an attribute (`torch.exp`). As a value (`t = torch`, `f(torch)`,
+# `reduce(getattr, ["os"], torch)`) they carry the checks above out of sight. These are the usual ones;
+# every name an `import` statement binds is added per file.
+MODULE_NAMES = frozenset({"torch", "math", "typing", "dataclasses", "functools", "F", "nn"})
 ALLOWED_DUNDER_ATTRS = frozenset({"__init__", "__post_init__", "__name__", "__doc__"})
 ALLOWED_DUNDER_NAMES = frozenset({"__name__", "__doc__", "__all__", "__annotations__"})
 NAME_ARG_FUNCS = frozenset({"getattr", "hasattr"})
@@ -116,11 +124,14 @@ def _torch_attr_message(attr: str) -> str:
 def _check_names_and_attributes(tree: ast.Module) -> list[tuple[int, str]]:
     found: list[tuple[int, str]] = []
     docstrings = _docstring_nodes(tree)
+    parents = {id(child): node for node in ast.walk(tree) for child in ast.iter_child_nodes(node)}
+    aliases = _import_aliases(tree)  # name -> module, e.g. {"t": "torch"} for `import torch as t`
+    modules = MODULE_NAMES | set(aliases)
     for node in ast.walk(tree):
         if isinstance(node, ast.Name):
-            found += _name_problem(node)
+            found += _name_problem(node) + _name_as_value_problem(node, parents.get(id(node)), modules)
         elif isinstance(node, ast.Attribute):
-            found += _attribute_problem(node)
+            found += _attribute_problem(node, aliases)
         elif isinstance(node, ast.Call):
             found += _call_problem(node)
         elif _is_dunder_string(node) and id(node) not in docstrings:
@@ -143,14 +154,39 @@ def _name_problem(node: ast.Name) -> list[tuple[int, str]]:
     return []
 
 
-def _attribute_problem(node: ast.Attribute) -> list[tuple[int, str]]:
+def _import_aliases(tree: ast.Module) -> dict[str, str]:
+    found = {}
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                found[alias.asname or alias.name.split(".")[0]] = alias.name if alias.asname else alias.name.split(".")[0]
+    return found
+
+
+def _name_as_value_problem(node: ast.Name, parent: ast.AST | None, modules: set[str]) -> list[tuple[int, str]]:
+    """getattr/hasattr only as a direct call, a module only as the base of an attribute."""
+    if node.id in NAME_ARG_FUNCS and not (isinstance(parent, ast.Call) and parent.func is node):
+        return [(node.lineno, (f"{node.id} may only be called directly with a literal name; passed around "
+                              f"(functools.reduce, partial, an alias) it reaches forbidden attributes"))]
+    if node.id in modules and isinstance(node.ctx, ast.Load) and not (
+            isinstance(parent, ast.Attribute) and parent.value is node):
+        return [(node.lineno, (f"module {node.id!r} may only be used as {node.id}.<name>; bound to another name "
+                              f"or passed as a value it slips past the checks"))]
+    return []
+
+
+def _attribute_problem(node: ast.Attribute, aliases: dict[str, str]) -> list[tuple[int, str]]:
     attr = node.attr
     if attr.startswith("__") and attr.endswith("__") and attr not in ALLOWED_DUNDER_ATTRS:
         return [(node.lineno, f"attribute {attr!r} is not allowed; dunder attributes reach interpreter internals")]
+    base = node.value.id if isinstance(node.value, ast.Name) else ""
+    if aliases.get(base, base) == "torch" and attr in FORBIDDEN_TORCH_ATTRS:
+        return [(node.lineno, _torch_attr_message(attr))]
+    if attr.startswith("_") and base not in ("self", "cls"):
+        return [(node.lineno, (f"private attribute {attr!r} is not allowed; only a class's own (self._x) may be "
+                              f"used, library internals reach files and processes"))]
     if attr in FORBIDDEN_ATTRS:
         return [(node.lineno, f"attribute {attr!r} is not allowed; it reaches processes, files or the interpreter")]
-    if isinstance(node.value, ast.Name) and node.value.id == "torch" and attr in FORBIDDEN_TORCH_ATTRS:
-        return [(node.lineno, _torch_attr_message(attr))]
     return []
 
 

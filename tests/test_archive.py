@@ -238,3 +238,15 @@ def test_empty_file_is_corrupt_not_an_empty_archive(tmp_path: Path) -> None:
         with pytest.raises(CorruptArchiveError, match=r"archive\.json: the file is empty.*not modified"):
             Archive.open(tmp_path, **kwargs)
     assert path.read_bytes() == b"  \n"
+
+
+def test_a_current_record_that_lost_its_schema_version_is_refused_not_wiped(tmp_path: Path) -> None:
+    """Taken for v0, it would lose its parents, commit, results and history at the next write."""
+    rec = Candidate(id="c001", parent_ids=["seed"], commit="abc", created_at=5.0, origin="llm").to_dict()
+    del rec["schema_version"]
+    seed = Candidate(id="seed", origin="seed").to_dict()
+    text = json.dumps({"candidates": {"1": seed, "2": rec}})
+    (tmp_path / "archive.json").write_text(text)
+    with pytest.raises(CorruptArchiveError, match=r"c001.*no schema_version.*parent_ids.*restore"):
+        Archive.open(tmp_path).all()
+    assert (tmp_path / "archive.json").read_text() == text

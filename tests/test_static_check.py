@@ -143,3 +143,37 @@ def test_problems_are_sorted_by_line() -> None:
     problems = check_source("import os\nimport sys\n" + GOOD)
     lines = [int(p.split(":")[0].split()[1]) for p in problems]
     assert lines == sorted(lines) and lines[:2] == [1, 2]
+
+
+@pytest.mark.parametrize("expr,needle", [
+    # files written and read in C++, where the runtime guard sees nothing (found by a review, verified to pass before)
+    ('torch.from_file("/tmp/x", shared=True, size=6, dtype=torch.uint8)', "torch.from_file"),
+    ('torch.serialization.save(torch.ones(1), "/tmp/x.pt")', "torch.serialization"),
+    ('torch.UntypedStorage.from_file("/tmp/x", True, 6)', "torch.UntypedStorage"),
+    ('torch.ones(3).numpy().tofile("/tmp/x")', "'numpy'"),
+    ('torch.ones(3).untyped_storage()._share_filename_cpu_()', "'untyped_storage'"),
+    # the module or getattr passed around, past the literal-name checks
+    ('functools.reduce(getattr, ["os"], torch)', "getattr may only be called directly"),
+    ('functools.reduce(getattr, ["os"], torch)', "module 'torch' may only be used as torch.<name>"),
+    ('functools.partial(getattr, torch)("os")', "getattr may only be called directly"),
+    ('[torch][0].from_file', "'from_file'"),
+    ('torch.ones(1)._typed_storage()', "private attribute '_typed_storage'"),
+])
+def test_routes_around_the_runtime_guard_are_refused(expr: str, needle: str) -> None:
+    src = with_extra(f"import functools\n\n\ndef helper():\n    return {expr}\n")
+    line = src.count("\n", 0, src.index("def helper")) + 2
+    problems = check_source(src)
+    assert any(p.startswith(f"line {line}:") and needle in p for p in problems), problems
+
+
+def test_an_alias_of_torch_is_checked_like_torch_and_cannot_be_rebound() -> None:
+    src = with_extra("import torch as T\n\n\ndef helper():\n    t = torch\n    return T.hub.load('x', 'y'), t\n")
+    problems = check_source(src)
+    assert any("torch.hub" in p for p in problems), problems
+    assert any("module 'torch' may only be used" in p for p in problems), problems
+
+
+def test_a_class_may_use_its_own_private_attributes() -> None:
+    src = with_extra("class Stats:\n    def __init__(self):\n        self._n = 0\n\n    def add(self):\n"
+                     "        self._n += 1\n        return self._n\n")
+    assert check_source(src) == []
