@@ -55,6 +55,11 @@ class LLMError(PoiseError):
     """The language model backend failed or returned unusable output."""
 
 
+class LLMUnavailableError(LLMError):
+    """The backend cannot be reached or loaded at all. No verdict on any proposal: the engine stops and says
+    so, instead of recording a rejected candidate per call (a server that is down would burn the budget)."""
+
+
 class LLMCancelled(Exception):
     """A stop request ended an LLM call in flight. Deliberately not a PoiseError: the operators turn
     PoiseErrors into rejections, and a stopped call is no verdict on a proposal; it propagates to the

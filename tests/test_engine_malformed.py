@@ -119,3 +119,21 @@ def test_failed_verification_with_a_malformed_repair_is_rejected_with_its_reason
     assert first.verification["stage"] == "probes" and not first.verification["ok"]
     assert first.history[-1]["reason"] and srv.counts["repair"] == 1  # the forbidden fix ended the repair loop
     assert "repair" in first.costs["wall_s"] and first.costs["llm_tokens"] > 0
+
+
+def test_an_llm_server_that_is_down_stops_the_engine_and_rejects_nothing(tmp_path_factory, tmp_path: Path) -> None:
+    """Unreachable is no verdict on a proposal: recording a rejection per call would burn the run's budget
+    and end it with 'use a stronger model'. The engine stops at once and says what to do."""
+    import socket
+
+    cache = session_cache(tmp_path_factory)
+    with socket.socket() as s:  # a loopback port that nothing listens on once this block ends
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    run = copy_run(_base_run(tmp_path_factory), tmp_path / "run", f"http://127.0.0.1:{port}/v1", budget=2)
+    out = poise(["run", run], cache, timeout=300, check=False)
+    assert out.returncode == 1, out.stderr[-3000:]
+    state = read_engine_json(run)
+    assert state["state"] == "stopped" and "cannot reach" in state["message"] and "server running" in state["message"]
+    cands = check_consistent(run)
+    assert [c.id for c in cands] == ["seed"], [(c.id, c.status, c.history[-1]["reason"]) for c in cands]

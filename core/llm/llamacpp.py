@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from core.errors import LLMCancelled, LLMError, ModelNotFoundError
+from core.errors import LLMCancelled, LLMError, LLMUnavailableError, ModelNotFoundError
 from core.llm.base import LLMReply, Message, StopCheck, parse_json_reply, prompt_tokens, throttled
 
 EMBEDDED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -129,7 +129,7 @@ def _load(path: Path, n_ctx: int, n_gpu_layers: int, n_threads: int) -> Any:
         try:
             return llama_cpp.Llama(**kwargs)
         except (ValueError, RuntimeError) as exc:
-            raise LLMError(f"llama.cpp could not load {path}: {exc}; check that the file is a valid GGUF") from exc
+            raise LLMUnavailableError(f"llama.cpp could not load {path}: {exc}; check that the file is a valid GGUF") from exc
 
 
 class PromptStateCache:

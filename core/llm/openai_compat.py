@@ -19,7 +19,7 @@ import time
 from typing import Any
 from urllib.parse import urlsplit
 
-from core.errors import LLMCancelled, LLMError
+from core.errors import LLMCancelled, LLMError, LLMUnavailableError
 from core.llm.base import LLMReply, Message, StopCheck, parse_json_reply
 
 LOCAL_NAMES = {"localhost", "localhost.localdomain"}
@@ -150,7 +150,7 @@ class _HTTPCall:
 
     def result(self) -> dict:
         if self.error is not None:
-            raise LLMError(f"cannot reach {self.url}: {self.error}; is the server running?") from self.error
+            raise LLMUnavailableError(f"cannot reach {self.url}: {self.error}; is the server running?") from self.error
         if self.status >= 400:
             detail = self.payload.decode("utf-8", "replace")[:300]
             raise LLMError(f"{self.url} answered HTTP {self.status}: {detail}")

@@ -11,7 +11,7 @@ import zlib
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from core.errors import PoiseError
+from core.errors import LLMUnavailableError, PoiseError
 from core.llm.base import LLM, Message
 from core.llm.schema import schema_errors
 
@@ -58,6 +58,8 @@ def call_json(
     become a Rejection whose reason names the problem; `record` gets tokens, seconds and the error."""
     try:
         reply = llm.chat(messages, schema=schema, max_tokens=max_tokens, temperature=temperature, seed=seed)
+    except LLMUnavailableError:
+        raise  # the backend is down: no verdict on this proposal; the engine stops and says why
     except PoiseError as exc:
         return _fail(record, f"LLM call failed: {exc}", "")
     record.prompt_tokens, record.completion_tokens, record.seconds = (
