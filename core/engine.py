@@ -191,6 +191,8 @@ class Engine:
             self.archive.get(cid)  # unknown id -> error outcome
             self.queue.push(name, cmd["id"], **args)
             return f"{name} of {cid} queued"
+        if name == "<malformed>":
+            raise PoiseError(f"malformed command file: {cmd.get('error', '')}")
         raise PoiseError(f"unknown command {name!r}")
 
     def veto(self, cid: str) -> str:

@@ -58,10 +58,25 @@ def pending_commands(run_dir: Path) -> list[dict[str, Any]]:
     out = []
     for path in sorted(inbox_dir(run_dir).glob("*.json")):
         try:
-            out.append(json.loads(path.read_text()))
-        except (OSError, json.JSONDecodeError) as exc:
-            out.append({"id": path.stem, "name": "<malformed>", "args": {}, "error": str(exc)})
+            data = json.loads(path.read_text())
+            problem = _shape_problem(data)
+        except (OSError, json.JSONDecodeError, UnicodeDecodeError) as exc:
+            problem = str(exc)
+        if problem:
+            out.append({"id": path.stem, "name": "<malformed>", "args": {}, "error": problem})
+        else:  # the file's name is the id that retires it, whatever the content says
+            out.append({**data, "id": path.stem})
     return out
+
+
+def _shape_problem(data: Any) -> str:
+    if not isinstance(data, dict):
+        return f"expected a JSON object, got {type(data).__name__}"
+    if not isinstance(data.get("name"), str):
+        return "the command has no \"name\" string"
+    if not isinstance(data.get("args", {}), dict):
+        return "\"args\" is not an object"
+    return ""
 
 
 def mark_done(run_dir: Path, cmd: dict[str, Any], outcome: str, ok: bool) -> None:

@@ -10,7 +10,11 @@ import json
 from pathlib import Path
 from typing import Any
 
+from core.errors import CorruptArchiveError
 from core.jobspec import write_json_atomic
+
+UNTOUCHED = ("it was not changed: fix it, or delete it to drop the queued reruns, forks and confirmations "
+             "it holds")
 
 
 class WorkQueue:
@@ -19,11 +23,17 @@ class WorkQueue:
         self.items: list[dict[str, Any]] = self._load()
 
     def _load(self) -> list[dict[str, Any]]:
+        """The queued items; a damaged file is refused, not read as empty (the next push would overwrite the
+        reruns, forks and confirmations it holds)."""
         try:
             data = json.loads(self.path.read_text())
-        except (OSError, json.JSONDecodeError):
+        except FileNotFoundError:
             return []
-        return [x for x in data if isinstance(x, dict) and "kind" in x]
+        except (OSError, ValueError) as exc:
+            raise CorruptArchiveError(f"{self.path}: cannot be read ({exc}); {UNTOUCHED}") from None
+        if not isinstance(data, list) or not all(isinstance(x, dict) and "kind" in x for x in data):
+            raise CorruptArchiveError(f"{self.path}: expected a list of queued items with a \"kind\"; {UNTOUCHED}")
+        return data
 
     def _save(self) -> None:
         write_json_atomic(self.path, self.items)

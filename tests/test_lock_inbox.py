@@ -91,3 +91,46 @@ def test_guard_of_a_live_starter_is_respected(tmp_path):
     finally:
         holder.kill()
         holder.wait()
+
+
+@pytest.mark.parametrize(("content", "error"), [
+    ("[]", "expected a JSON object, got list"), ('{"id": "x", "args": {}}', 'no "name" string'),
+    ('{"name": "veto", "args": []}', '"args" is not an object'), ("{broken", "Expecting"),
+])
+def test_a_command_file_of_the_wrong_shape_is_reported_and_retired(tmp_path, content, error):
+    """Valid JSON of the wrong shape used to crash the engine at every start, and a command whose id differed
+    from its file name was applied again on every loop and never retired."""
+    from core.inbox import inbox_dir
+
+    good = send_command(tmp_path, "pause")
+    bad = inbox_dir(tmp_path) / "0000000000000-bad.json"
+    bad.write_text(content)
+    cmds = pending_commands(tmp_path)
+    assert [c["id"] for c in cmds] == ["0000000000000-bad", good]
+    assert cmds[0]["name"] == "<malformed>" and error in cmds[0]["error"]
+    mark_done(tmp_path, cmds[0], cmds[0]["error"], ok=False)
+    assert not bad.exists() and [c["id"] for c in pending_commands(tmp_path)] == [good]
+
+
+def test_a_command_is_retired_by_its_file_name_whatever_id_it_claims(tmp_path):
+    from core.inbox import inbox_dir
+
+    path = inbox_dir(tmp_path) / "0000000000001-abc.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"id": "someone-else", "name": "pause", "args": {}}))
+    (cmd,) = pending_commands(tmp_path)
+    mark_done(tmp_path, cmd, "paused", ok=True)
+    assert not path.exists() and pending_commands(tmp_path) == []
+
+
+@pytest.mark.parametrize("content", ["{broken", "{}", "5", '[{"no_kind": 1}]'])
+def test_a_damaged_work_queue_is_refused_and_left_as_it_is(tmp_path, content):
+    from core.errors import CorruptArchiveError
+    from core.workqueue import WorkQueue
+
+    (tmp_path / "queue.json").write_text(content)
+    with pytest.raises(CorruptArchiveError, match="queue.json.*not changed"):
+        WorkQueue(tmp_path)
+    assert (tmp_path / "queue.json").read_text() == content
+    (tmp_path / "queue.json").unlink()
+    assert WorkQueue(tmp_path).items == []  # no file: an empty queue
