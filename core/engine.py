@@ -49,17 +49,23 @@ def reap_orphan_jobs(jobs_dir: Path) -> list[int]:
 
     Jobs run in their own session, so they survive a kill -9 of the engine and would keep writing
     into job directories that the resumed engine reuses. Found through /proc (their cwd is the
-    job dir); Linux only, elsewhere nothing is found. Called under the engine lock, so no live
+    job dir) and the sandbox's marker in their environment (a user's shell or `tail -f` in a job dir
+    has none); Linux only, elsewhere nothing is found. Called under the engine lock, so no live
     engine owns them; a concurrent `poise eval`/`poise verify` on the same run would be killed too."""
+    from core.sandbox import JOB_MARKER_ENV
+
     root = str(Path(jobs_dir).resolve())
+    marker = f"{JOB_MARKER_ENV}=1".encode()
     own, killed = os.getpgrp(), []
     for entry in Path("/proc").glob("[0-9]*"):
         try:
             cwd = os.readlink(entry / "cwd").removesuffix(" (deleted)")
             pgid = os.getpgid(int(entry.name))
+            in_jobs = cwd == root or cwd.startswith(root + os.sep)
+            is_job = in_jobs and marker in (entry / "environ").read_bytes().split(b"\0")
         except (OSError, ValueError):
             continue  # gone, or not ours to inspect
-        if (cwd == root or cwd.startswith(root + os.sep)) and pgid != own and pgid not in killed:
+        if is_job and pgid != own and pgid not in killed:
             try:
                 os.killpg(pgid, signal.SIGKILL)
                 killed.append(pgid)

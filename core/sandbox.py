@@ -269,6 +269,7 @@ def scrubbed_env(job_dir: Path, extra: dict[str, str] | None = None) -> dict[str
     env["MALLOC_ARENA_MAX"] = "2"
     env["HOME"] = str(job_dir)
     env["TMPDIR"] = str(job_dir / "tmp")
+    env[JOB_MARKER_ENV] = "1"  # how a resumed engine tells an orphaned job from a user's shell in a job dir
     # Nothing can be downloaded from a job: say so, so a library fails at once instead of retrying a hub.
     env.setdefault("HF_HUB_OFFLINE", "1")
     env.update(extra or {})
@@ -363,6 +364,7 @@ def _loopback_up() -> None:
 
 # --- the in-process guard ------------------------------------------------------
 
+JOB_MARKER_ENV = "POISE_JOB"  # in the first environment of every job process (and the zygote's)
 WRITE_DIRS_ENV = "POISE_SANDBOX_WRITE_DIRS"
 TRUSTED_DIRS_ENV = "POISE_SANDBOX_TRUSTED_WRITE_DIRS"
 VIOLATIONS_FILE = "sandbox_violations.log"

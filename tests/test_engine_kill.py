@@ -12,6 +12,7 @@ import os
 import random
 import signal
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -31,6 +32,8 @@ from engine_support import (
 from engine_support import base_run as _base_run
 
 from core.engine import reap_orphan_jobs
+
+ROOT = Path(__file__).resolve().parent.parent
 from core.jobspec import read_metrics
 
 STAGE_TOUR = [("stage", "propose"), ("fault", "implement:committed"), ("stage", "verify"), ("stage", "train"),
@@ -122,19 +125,28 @@ def test_kill_9_anywhere_then_resume(tour, tmp_path_factory, tmp_path: Path) -> 
 def test_engine_start_reaps_jobs_left_by_a_killed_engine(tmp_path_factory, tmp_path: Path) -> None:
     """Jobs run in their own session and survive a kill -9 of the engine; they would keep writing into job
     directories that the resumed engine reuses. recover() kills them, and only them."""
+    from core import sandbox
+    from core.config import LimitsConfig
     from core.engine import Engine
 
     run = copy_run(_base_run(tmp_path_factory), tmp_path / "run", None, budget=1)
     job_dir = run / "jobs" / "c001" / "0"
-    job_dir.mkdir(parents=True)
-    orphan = subprocess.Popen(["sleep", "120"], cwd=job_dir, start_new_session=True)
+    orphan = sandbox.spawn("tests.adversarial.exit_job", ["sleep"], job_dir=job_dir, project_root=ROOT,
+                           limits=LimitsConfig(timeout_s=60, memory_mb=3072, cpu_s=120, file_mb=16, nproc=256))
+    users_shell = subprocess.Popen(["sleep", "120"], cwd=job_dir, start_new_session=True)  # a user looking in
     bystander = subprocess.Popen(["sleep", "120"], cwd=tmp_path, start_new_session=True)
     try:
-        assert job_processes(run) == [orphan.pid]
+        deadline = time.monotonic() + 30
+        while "sleeping" not in (job_dir / "stdout.log").read_text() and time.monotonic() < deadline:
+            time.sleep(0.05)  # until the job has started (it prints, then sleeps)
+        assert sorted(job_processes(run)) == sorted([orphan.pid, users_shell.pid])
         Engine(run).recover()
-        assert orphan.wait(timeout=10) == -signal.SIGKILL
-        assert bystander.poll() is None and not job_processes(run)
+        assert orphan.popen.wait(timeout=10) == -signal.SIGKILL
+        assert bystander.poll() is None and users_shell.poll() is None
+        assert job_processes(run) == [users_shell.pid]
     finally:
-        for p in (orphan, bystander):
+        orphan.kill_group(grace_s=1)
+        orphan.close()
+        for p in (users_shell, bystander):
             p.kill()
             p.wait()
