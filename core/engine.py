@@ -558,6 +558,8 @@ def add_human_candidate(run_dir: Path, source: str, parent_id: str, title: str) 
 
 
 def _add_locked(paths: RunPaths, source: str, parent_id: str, title: str) -> str:
+    from git import GitCommandError
+
     from core.archive import Archive, Candidate
     from core.workspace import Workspace
 
@@ -565,12 +567,20 @@ def _add_locked(paths: RunPaths, source: str, parent_id: str, title: str) -> str
     archive.get(parent_id)
     ws = Workspace.open(paths.root)
     cid = archive.next_id()
+    # The code is part of the record before any commit: a proposed candidate's branch is redone from its
+    # proposal on recovery, so a kill, a full disk or a stale git lock here loses nothing.
     archive.add(Candidate(id=cid, title=title, parent_ids=[parent_id], origin="human", status="proposed",
-                          proposal={"title": title, "change_mode": "rewrite", "mechanism": "hand-written by a researcher"},
+                          proposal={"title": title, "change_mode": "rewrite", "mechanism": "hand-written by a researcher",
+                                    "change": {"code": source}},
                           seeds=list(load_config(paths.config).seeds), created_at=time.time()))
-    commit = ws.create_candidate(cid, parent_id, source, f"{title} [{cid}]")
-    archive.update(cid, branch=f"cand/{cid}", commit=commit)
-    archive.set_status(cid, "implemented", "added by hand")
+    try:
+        commit = ws.create_candidate(cid, parent_id, source, f"{title} [{cid}]")
+        archive.update(cid, branch=f"cand/{cid}", commit=commit)
+        archive.set_status(cid, "implemented", "added by hand")
+    except (OSError, GitCommandError) as exc:
+        said = " ".join((getattr(exc, "stderr", "") or str(exc)).replace("stderr:", "").split()).strip("' ")
+        raise PoiseError(f"{cid} is recorded with its code, but committing it failed ({said[:300]}); "
+                         f"the next `poise run` implements it from the record") from None
     return cid
 
 

@@ -115,3 +115,29 @@ def test_add_and_verify_a_hand_written_candidate(run: Path, cache: Path, tmp_pat
     c2 = Archive.open(run, readonly=True).get("c002")
     assert c2.status == "rejected" and c2.verification["stage"] == "static"
     check_consistent(run)
+
+
+def test_add_that_cannot_commit_keeps_the_code_and_the_next_engine_implements_it(run: Path, cache: Path,
+                                                                                 tmp_path: Path) -> None:
+    """A stale ref lock (left by a killed git) makes the commit fail, like a full disk would. The code is
+    already in the record, so recovery, which redoes a proposed candidate's branch, rebuilds it."""
+    from core.engine import Engine
+
+    source = (ROOT / "workspace" / "algorithm.py").read_text().replace(*HAND_WRITTEN_FIX)
+    good = tmp_path / "wider_clip.py"
+    good.write_text(source)
+    lock = run / "repo" / ".git" / "refs" / "heads" / "cand" / "c001.lock"
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    lock.write_text("")
+    out = poise(["add", run, good, "--parent", "seed", "--title", "Wider clip"], cache, check=False)
+    assert out.returncode == 2 and "recorded with its code" in out.stderr and "Traceback" not in out.stderr, out.stderr
+    assert "cannot lock ref" in out.stderr
+    c = Archive.open(run, readonly=True).get("c001")
+    assert c.status == "proposed" and c.proposal["change"]["code"] == source
+    lock.unlink()
+    engine = Engine(run)
+    engine.recover()
+    engine.discovery.implement("c001")
+    c = Archive.open(run, readonly=True).get("c001")
+    assert c.status == "implemented" and engine.ws.read_algorithm("c001") == source
+    check_consistent(run)
