@@ -15,7 +15,7 @@ from typing import Self
 
 from core.errors import EngineLockedError
 from core.jobspec import write_json_atomic
-from core.runstate import STALE_AFTER_S, lock_path, pid_alive, read_lock
+from core.runstate import STALE_AFTER_S, holder_is_alive, lock_path, pid_alive, process_start, read_lock
 
 HEARTBEAT_S = 5.0
 
@@ -71,8 +71,12 @@ class EngineLock:
         age = time.time() - beat
         if pid == os.getpid():
             return
-        if pid_alive(pid) and age < STALE_AFTER_S:
+        if holder_is_alive(lock):
             task = lock.get("task", "")
+            if age >= STALE_AFTER_S:
+                raise EngineLockedError(
+                    f"{'`' + task + '`' if task else 'an engine'} (pid {pid}) holds {self.run_dir} but its heartbeat "
+                    f"is {age:.0f}s old: is it stopped (Ctrl-Z)? Continue it with `kill -CONT {pid}`, or end it")
             if task:
                 raise EngineLockedError(f"`{task}` (pid {pid}) is writing {self.run_dir}; wait for it to finish")
             raise EngineLockedError(
@@ -83,8 +87,8 @@ class EngineLock:
         self.stale_note = f"took over a stale lock of engine pid {pid} ({why})"
 
     def _beat(self) -> None:
-        write_json_atomic(self.path, {"pid": os.getpid(), "heartbeat": time.time(), "host": os.uname().nodename,
-                                      "task": self.task})
+        write_json_atomic(self.path, {"pid": os.getpid(), "started": process_start(os.getpid()), "heartbeat": time.time(),
+                                      "host": os.uname().nodename, "task": self.task})
 
     def _heartbeat_loop(self) -> None:
         while not self._stop.wait(HEARTBEAT_S):

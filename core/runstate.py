@@ -106,11 +106,32 @@ def pid_alive(pid: int) -> bool:
         return True
 
 
+def process_start(pid: int) -> int | None:
+    """The kernel's start time of `pid` (clock ticks since boot), or None where /proc does not tell: with the
+    pid it names one process for good, so a reused pid is not mistaken for the lock's holder."""
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return int(fh.read().rsplit(") ", 1)[1].split()[19])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def holder_is_alive(lock: dict[str, Any]) -> bool:
+    """The process that wrote the lock still exists, even if stopped (Ctrl-Z) and so silent: its heartbeat
+    may be old, but taking the lock over would leave two writers once it continues."""
+    pid = int(lock.get("pid", 0) or 0)
+    if not pid_alive(pid):
+        return False
+    started = lock.get("started")
+    if started is not None and lock.get("host") in (None, os.uname().nodename):
+        return process_start(pid) == started
+    return time.time() - float(lock.get("heartbeat", 0)) < STALE_AFTER_S  # no start time: judged by heartbeat
+
+
 def engine_alive(run_dir: Path) -> bool:
     lock = read_lock(run_dir)
     if not lock:
         return False
     if lock.get("task"):
         return False  # held by a CLI command (`poise eval`, ...), not by an engine
-    fresh = time.time() - float(lock.get("heartbeat", 0)) < STALE_AFTER_S
-    return fresh and pid_alive(int(lock.get("pid", 0)))
+    return holder_is_alive(lock)

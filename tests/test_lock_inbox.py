@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import time
@@ -134,3 +135,28 @@ def test_a_damaged_work_queue_is_refused_and_left_as_it_is(tmp_path, content):
     assert (tmp_path / "queue.json").read_text() == content
     (tmp_path / "queue.json").unlink()
     assert WorkQueue(tmp_path).items == []  # no file: an empty queue
+
+
+def test_a_stopped_holder_keeps_its_lock_and_a_reused_pid_does_not(tmp_path):
+    """A holder stopped with Ctrl-Z sends no heartbeat; taking over would make two writers once it continues.
+    The lock records its process's start time, so only a pid that now names another process counts as stale."""
+    from core.runstate import process_start
+
+    holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        start = process_start(holder.pid)
+        assert start is not None
+        old = time.time() - 3600
+        lock_path(tmp_path).write_text(json.dumps({"pid": holder.pid, "started": start, "heartbeat": old}))
+        assert engine_alive(tmp_path)
+        with pytest.raises(EngineLockedError, match=rf"heartbeat is \d+s old: is it stopped.*kill -CONT {holder.pid}"):
+            EngineLock(tmp_path).acquire()
+        lock_path(tmp_path).write_text(json.dumps({"pid": holder.pid, "started": start + 1, "heartbeat": old}))
+        assert not engine_alive(tmp_path)  # the same pid, another process: the holder is gone
+        lock = EngineLock(tmp_path).acquire()
+        assert "heartbeat" in lock.stale_note and json.loads(lock_path(tmp_path).read_text())["started"] == \
+            process_start(os.getpid())
+        lock.release()
+    finally:
+        holder.kill()
+        holder.wait()
