@@ -87,11 +87,14 @@ def evaluate(archive, ws, paths: RunPaths, cfg: RunConfig, cand_id: str, seeds: 
     # who edits [seeds] in run.toml between `poise init` and `poise run` gets them for the seed too.
     recorded = list(cand.seeds) if cand.results else []
     seeds = list(seeds or recorded or cfg.seeds)
+    # A fresh checkout of the commit first (an edit left on disk in the worktree is discarded, not fatal),
+    # then the frozen-file check of commit and checkout, both before anything is recorded: a commit that
+    # breaks the protocol stops here with the candidate as it was.
+    worktree = ws.worktree(cand_id)
+    ws.verify_frozen(cand_id)
     if cand.status != "training":
         archive.set_status(cand_id, "training")
     archive.update(cand_id, seeds=sorted(set(recorded) | set(seeds)))
-    ws.verify_frozen(cand_id)
-    worktree = ws.worktree(cand_id)
     t0 = time.time()
     for i, seed in enumerate(seeds):
         if str(seed) in (archive.get(cand_id).results or {}):

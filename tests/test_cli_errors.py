@@ -141,3 +141,26 @@ def test_add_that_cannot_commit_keeps_the_code_and_the_next_engine_implements_it
     c = Archive.open(run, readonly=True).get("c001")
     assert c.status == "implemented" and engine.ws.read_algorithm("c001") == source
     check_consistent(run)
+
+
+def test_an_edit_left_in_a_worktree_is_discarded_and_a_tampered_commit_changes_no_status(run: Path, cache: Path) -> None:
+    """The worktree is a scratch checkout of the commit: an edit on disk is reset before the frozen-file
+    check. A commit that changes a frozen file stops `poise eval` before the candidate is marked training."""
+    from core.workspace import Workspace
+
+    ws = Workspace.open(run)
+    contract = ws.worktree("seed") / "CONTRACT.md"
+    pristine = contract.read_text()
+    contract.write_text(pristine + "edited by hand\n")
+    before = Archive.open(run, readonly=True).get("seed")
+    poise(["eval", run, "seed"], cache, timeout=300)  # its seeds are done: nothing trains, nothing is refused
+    assert contract.read_text() == pristine
+    assert Archive.open(run, readonly=True).get("seed").results == before.results
+
+    wt = ws.worktree("seed")
+    (wt / "CONTRACT.md").write_text(pristine + "relaxed\n")
+    subprocess.run(["git", "-C", str(wt), "commit", "-qam", "tamper"], check=True, capture_output=True)
+    subprocess.run(["git", "-C", str(wt), "branch", "-f", "cand/seed", "HEAD"], check=True, capture_output=True)
+    status = Archive.open(run, readonly=True).get("seed").status
+    fails(["eval", run, "seed"], cache, "changes frozen file CONTRACT.md")
+    assert Archive.open(run, readonly=True).get("seed").status == status
