@@ -33,6 +33,9 @@ class LimitsConfig:
     cpu_s: int = opt(7200, "CPU-time limit of a job (RLIMIT_CPU) in seconds.")
     file_mb: int = opt(512, "Largest file a job may write (RLIMIT_FSIZE) in MiB.")
     nproc: int = opt(512, "Process/thread limit of the job's user (RLIMIT_NPROC); stops fork bombs.")
+    probe_timeout_s: float = opt(120.0, "Wall-clock limit of the contract-probe job at verification (the candidate's "
+                                 "functions on small batches take seconds): an endless loop is caught this fast, "
+                                 "not after timeout_s.", above=0)
 
 
 @dataclass

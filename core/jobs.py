@@ -364,12 +364,14 @@ def run_probe(algorithm_path: str | Path, job_dir: str | Path, limits: Any,
     out = job / "probe.json"
     for name in ("probe.json", *ATTEMPT_FILES):
         (job / name).unlink(missing_ok=True)
+    # the tighter of the probe limit and the job limit (<= 0 is no limit)
+    set_limits = [x for x in (sandbox.Limits.of(limits).timeout_s, getattr(limits, "probe_timeout_s", 0)) if x > 0]
+    limit = min(set_limits) if set_limits else None
     res = sandbox.run(PROBE_ENTRY, [str(Path(algorithm_path).resolve()), str(out)], job_dir=job,
-                      project_root=project_root, limits=limits,
+                      project_root=project_root, limits=limits, timeout_s=limit,
                       trusted_write_dirs=[str(Path(algorithm_path).resolve().parent)])
     if res.timed_out:
-        limit = sandbox.Limits.of(limits).timeout_s
-        return ProbeReport(False, [f"probes timed out after {limit:g} s (an endless loop in the candidate?)"],
+        return ProbeReport(False, [f"probes timed out after {limit or 0:g} s (an endless loop in the candidate?)"],
                            outcome="timed_out")
     report = _read_report(out)
     if res.returncode != 0 or report is None:

@@ -247,6 +247,7 @@ def run(module: str, args: Iterable[str], *, timeout_s: float | None = None, **k
     """Blocking `spawn`: waits, kills the group on timeout (limits.timeout_s unless `timeout_s` is given)."""
     proc = spawn(module, args, **kwargs)
     limit = timeout_s if timeout_s is not None else Limits.of(kwargs["limits"]).timeout_s
+    limit = limit if limit and limit > 0 else None  # <= 0: no wall-clock limit (wait(timeout=0) would kill at once)
     timed_out = False
     try:
         proc.popen.wait(timeout=limit)

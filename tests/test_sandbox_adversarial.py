@@ -164,6 +164,17 @@ def test_probe_of_an_endless_loop_times_out(tmp_path: Path) -> None:
     arena.assert_nothing_outside_changed()
 
 
+def test_probes_have_their_own_short_limit_whatever_a_training_job_may_take(tmp_path: Path) -> None:
+    """A GPU run's jobs may take two days ([limits] timeout_s); a looping candidate must not hold
+    verification that long: probes stop at probe_timeout_s, and no wall-clock limit at all (<= 0) is honoured."""
+    arena = Arena(tmp_path, "loop_forever.py")
+    report = run_probe(arena.algorithm, arena.job, LimitsConfig(timeout_s=0, probe_timeout_s=8))
+    assert report.outcome == "timed_out" and report.problems == [
+        "probes timed out after 8 s (an endless loop in the candidate?)"]
+    assert "entered the endless loop" in (arena.job / "stdout.log").read_text()
+    arena.assert_nothing_outside_changed()
+
+
 def test_a_swallowed_denial_is_still_recorded(tmp_path: Path) -> None:
     arena = Arena(tmp_path, "swallow_denial.py")
     result = arena.start_bandit(steps=3).wait()
