@@ -195,7 +195,7 @@ class JobHandle:
 
     # the monitor thread -----------------------------------------------------------
     def _monitor(self) -> None:
-        deadline = self._proc.started + self._timeout_s
+        deadline = self._proc.started + self._timeout_s if self._timeout_s > 0 else float("inf")  # <= 0: no limit
         while self._proc.poll() is None:
             self._drain()
             if time.monotonic() > deadline:

@@ -128,6 +128,13 @@ def test_job_streams_metrics_to_listeners_and_ends_evaluated(tmp_path: Path) -> 
     assert JobResult.load(tmp_path / "job").outcome == "evaluated" and result.steps_done == 20
 
 
+def test_no_wall_clock_limit_means_none_not_an_instant_timeout(tmp_path: Path) -> None:
+    """[limits] timeout_s <= 0 is documented as no limit; the monitor used to take it as a deadline in the past."""
+    result = start_job(bandit_spec(tmp_path), LimitsConfig(timeout_s=0, memory_mb=3072, cpu_s=300), EarlyKillConfig(),
+                       entry=BANDIT).wait()
+    assert result.outcome == "evaluated" and result.steps_done == 20, result
+
+
 def test_iter_metrics_yields_every_row_then_stops(tmp_path: Path) -> None:
     handle = start_job(bandit_spec(tmp_path, steps=5), LIMITS, EarlyKillConfig(), entry=BANDIT)
     assert [r["step"] for r in handle.iter_metrics()] == [1, 2, 3, 4, 5]
