@@ -455,3 +455,21 @@ def test_screen_of_a_single_proposal_spends_no_llm_call() -> None:
     res = screen(FakeLLM([]), [prop], parent=parent_node(), archive=[], library=FakeLibrary(), check=fake_static_check,
                  cfg=LLMConfig())
     assert res.best is not None and res.calls == []
+
+
+def test_the_reflection_verdict_is_paired_over_common_seeds() -> None:
+    """Per seed, the candidate beats its parent by 0.03 every time: unpaired intervals overlap (seed noise is
+    shared), the paired difference does not include 0 (the reviewer's hand-computed case)."""
+    from core.operators.reflect import metrics_table
+    from core.stats import summarize
+
+    cand = summarize({0: 0.50, 1: 0.60, 2: 0.70})
+    parent = summarize({0: 0.47, 1: 0.57, 2: 0.67})
+    assert cand["lo"] < parent["hi"], "precondition: the unpaired intervals overlap"
+    inp = ReflectionInput("c001", {"title": "t"}, "", metrics={"selection": {"overall": cand}},
+                          parent_metrics={"selection": {"overall": parent}})
+    assert "(better, paired over 3 seeds: +0.030 [+0.030, +0.030] vs parent)" in metrics_table(inp)
+    noisy = summarize({0: 0.52, 1: 0.55, 2: 0.69})  # differences +0.05, -0.02, +0.02
+    inp = ReflectionInput("c001", {"title": "t"}, "", metrics={"selection": {"overall": noisy}},
+                          parent_metrics={"selection": {"overall": parent}})
+    assert "(no clear difference, paired over 3 seeds: +0.017" in metrics_table(inp)

@@ -25,6 +25,7 @@ from core.operators.context import (
     load_prompt,
     prompt_window,
 )
+from core.stats import paired_difference
 
 __all__ = ["Reflection", "ReflectionInput", "curve_stats", "reflect", "unified_diff"]
 
@@ -113,9 +114,16 @@ def metrics_table(inp: ReflectionInput, part: str = "selection") -> str:
 
 
 def _verdict(a: dict | None, b: dict | None) -> str:
-    """better/worse only when the CIs do not overlap; otherwise 'no clear difference'."""
+    """Paired over the seeds both were trained on: better/worse when the interval of the per-seed differences
+    excludes 0. Seed noise is shared by a candidate and its parent on the same seed, so comparing the two
+    unpaired intervals hid clear differences. Without common seeds: better/worse only when they do not overlap."""
     if not a or not b or "mean" not in a or "mean" not in b:
         return "n/a"
+    common = set(a.get("per_seed") or {}) & set(b.get("per_seed") or {})
+    if len(common) >= 2:
+        d = paired_difference(a["per_seed"], b["per_seed"])
+        word = "better" if d["lo"] > 0 else "worse" if d["hi"] < 0 else "no clear difference"
+        return f"{word}, paired over {d['n']} seeds: {d['mean']:+.3f} [{d['lo']:+.3f}, {d['hi']:+.3f}]"
     if "lo" in a and "hi" in b and a["lo"] > b["hi"]:
         return "better"
     if "hi" in a and "lo" in b and a["hi"] < b["lo"]:
