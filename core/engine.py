@@ -366,10 +366,16 @@ class Engine:
         if c is None:
             return False
         fault_point("confirm:evaluated")
+        failed = {s: (c.results or {}).get(str(s), {}).get("outcome", "missing") for s in seeds}
+        failed = {s: o for s, o in failed.items() if o != "evaluated"}
         if c.status != "reflected":  # evaluated, or the worst outcome over its seeds: it stays scored
-            note = "" if c.status == "evaluated" else f" (a seed ended {c.status})"
+            note = "" if not failed else f" (not confirmed: {', '.join(f'seed {s} {o}' for s, o in failed.items())})"
             self.archive.set_status(cid, "reflected", f"{CONFIRM_REASON} {seeds}{note}")
-        mark_confirmed(self.archive, cid)
+        if failed:
+            # its mean would rest on the seeds that selected it: a failed fresh seed is no confirmation
+            log.warning("%s not confirmed: fresh seed(s) %s did not evaluate (%s)", cid, sorted(failed), failed)
+        else:
+            mark_confirmed(self.archive, cid)
         return True
 
     def queue_rerun(self, cmd_id: str, cid: str, seeds: list[int] | None) -> str:

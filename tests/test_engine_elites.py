@@ -260,3 +260,28 @@ def test_the_tree_marks_confirmed_candidates_only() -> None:
     tree._cands = {c.id: c for c in (Candidate(id="c001", title="t", status="reflected", tags=["grpo", "confirmed"]),
                                      Candidate(id="c002", title="t", status="reflected", tags=["grpo"]))}
     assert "✓" in tree._label("c001").plain and "✓" not in tree._label("c002").plain
+
+
+@pytest.mark.parametrize("fresh_outcome", ["evaluated", "diverged"])
+def test_a_fresh_seed_that_fails_is_no_confirmation(tmp_path_factory, tmp_path: Path, fresh_outcome: str) -> None:
+    """Engine.confirm on a real run; the re-evaluation itself is a fake (it records one fresh seed's outcome),
+    since this is about what confirm concludes from it: a diverged fresh seed leaves the mean resting on the
+    seeds that selected the candidate, so it is not tagged confirmed, and the history says why."""
+    from core.engine import Engine
+
+    run = copy_run(_base_run(tmp_path_factory), tmp_path / "run", None, budget=1)
+    engine = Engine(run)
+
+    def fake_reevaluate(cid: str, seeds: list[int], stage: str):
+        engine.archive.set_status(cid, "training")
+        outcome = result(0.5) if fresh_outcome == "evaluated" else JobResult("diverged", "KL 9.1 > max_kl 5")
+        engine.archive.record_result(cid, seeds[0], outcome)
+        engine.archive.set_status(cid, fresh_outcome)
+        return engine.archive.get(cid)
+
+    engine.reevaluate = fake_reevaluate
+    assert engine.confirm({"id": "seed", "seeds": [7]})
+    seed = engine.archive.get("seed")
+    assert seed.status == "reflected" and is_confirmed(seed) == (fresh_outcome == "evaluated")
+    if fresh_outcome == "diverged":
+        assert "not confirmed: seed 7 diverged" in seed.history[-1]["reason"]
