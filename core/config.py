@@ -80,6 +80,10 @@ def load_config(path: Path) -> RunConfig:
         raise ConfigError(f"{path}: no such file; create a run with `poise init <dir>`") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start}); save it as UTF-8") from None
+    except OSError as exc:  # a directory, no permission, an I/O error
+        raise ConfigError(f"{path}: cannot be read ({exc.strerror or exc}); it must be the run's TOML file") from None
     try:
         cfg = from_dict(RunConfig, data, "")
     except ConfigError as exc:  # "run.toml: [tiny].steps: ...": the file, then the key as run.toml spells it

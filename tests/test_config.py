@@ -169,3 +169,13 @@ def test_relative_paths_are_relative_to_the_run_directory_wherever_it_is_read_fr
     assert cfg.math.data_dir == str(tmp_path / "home" / "bench")
     assert cfg.llm.model_path == "/abs/coder.gguf"
     assert load_config(run / "run.toml").math.data_dir == cfg.math.data_dir  # loading again changes nothing
+
+
+def test_a_run_toml_that_is_not_a_readable_text_file_is_a_clear_error(tmp_path):
+    (tmp_path / "a").mkdir()
+    (tmp_path / "a" / "run.toml").mkdir()
+    with pytest.raises(ConfigError, match=r"run.toml: cannot be read \(Is a directory\)"):
+        load_config(tmp_path / "a" / "run.toml")
+    (tmp_path / "b.toml").write_bytes(b'name = "caf\xe9"\n')
+    with pytest.raises(ConfigError, match=r"b.toml: not UTF-8 text"):
+        load_config(tmp_path / "b.toml")

@@ -81,7 +81,12 @@ def test_imports_outside_the_allow_list_are_refused(stmt: str, needle: str) -> N
     ("'{0.__globals__}'.format(compute_advantages)", "dunder"),
 ])
 def test_forbidden_names_and_attributes_are_refused(expr: str, needle: str) -> None:
-    src = with_extra(f"def helper():\n    return {expr}\n")
+    assert_refused_in_a_helper(expr, needle)
+
+
+def assert_refused_in_a_helper(expr: str, needle: str, prelude: str = "") -> None:
+    """`expr` returned by a helper function is refused, on its own line, with `needle` in the problem."""
+    src = with_extra(f"{prelude}def helper():\n    return {expr}\n")
     line = src.count("\n", 0, src.index("def helper")) + 2
     problems = check_source(src)
     assert any(p.startswith(f"line {line}:") and needle in p for p in problems), problems
@@ -160,10 +165,7 @@ def test_problems_are_sorted_by_line() -> None:
     ('torch.ones(1)._typed_storage()', "private attribute '_typed_storage'"),
 ])
 def test_routes_around_the_runtime_guard_are_refused(expr: str, needle: str) -> None:
-    src = with_extra(f"import functools\n\n\ndef helper():\n    return {expr}\n")
-    line = src.count("\n", 0, src.index("def helper")) + 2
-    problems = check_source(src)
-    assert any(p.startswith(f"line {line}:") and needle in p for p in problems), problems
+    assert_refused_in_a_helper(expr, needle, prelude="import functools\n\n\n")
 
 
 def test_an_alias_of_torch_is_checked_like_torch_and_cannot_be_rebound() -> None:
