@@ -91,11 +91,15 @@ def write_json_atomic(path: Path, data: Any) -> None:
     """Write JSON so a reader (or a crash) never sees a half-written file: temp file, fsync, rename."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "w") as fh:
-        json.dump(data, fh, indent=1)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "w") as fh:
+            json.dump(data, fh, indent=1)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)  # a full disk or an unserialisable value: no stray temp file, the old file stays
+        raise
 
 
 def read_metrics(path: Path) -> list[dict[str, Any]]:

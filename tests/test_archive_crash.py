@@ -63,3 +63,14 @@ def test_kill_mid_write_keeps_committed_records(tmp_path: Path, how: str, rc: in
     assert not temps[0].exists()
     writer.set_status("c001", "implemented")
     assert Archive.open(tmp_path).get("c001").status == "implemented"
+
+
+def test_a_failed_atomic_write_keeps_the_old_file_and_leaves_no_temp_file(tmp_path: Path) -> None:
+    from core.jobspec import write_json_atomic
+
+    target = tmp_path / "engine.json"
+    write_json_atomic(target, {"state": "running"})
+    with pytest.raises(TypeError):
+        write_json_atomic(target, {"state": object()})  # fails halfway through writing the temp file
+    assert json.loads(target.read_text()) == {"state": "running"}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["engine.json"]
