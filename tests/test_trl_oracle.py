@@ -41,6 +41,11 @@ class FakeAccelerator:
         return t
 
 
+# The generation limit, above the batch width (7): length-normalised losses must divide by the limit, not by
+# the longest response, and equal widths would hide a mix-up of the two.
+MAX_LEN = 12
+
+
 def trl_trainer(**overrides) -> GRPOTrainer:
     """A GRPOTrainer with only the state that _compute_loss and the reward normalisation read."""
     t = object.__new__(GRPOTrainer)
@@ -49,7 +54,7 @@ def trl_trainer(**overrides) -> GRPOTrainer:
         "top_entropy_quantile": 1.0, "off_policy_mask_threshold": None, "use_vllm": False,
         "vllm_importance_sampling_correction": False, "aux_loss_enabled": False, "_entropy_bonus_enabled": False,
         "entropy_coef": 0.0, "use_adaptive_entropy": False, "current_gradient_accumulation_steps": 1,
-        "max_completion_length": 7, "scale_rewards": "group", "multi_objective_aggregation": "sum_then_normalize",
+        "max_completion_length": MAX_LEN, "scale_rewards": "group", "multi_objective_aggregation": "sum_then_normalize",
         "num_generations": 6, "num_iterations": 1, "mask_truncated_completions": False, "pad_to_multiple_of": None,
         "environment_factories": None, "environments": None, "tools": None, "log_multimodal": False, "ref_model": None,
     }
@@ -93,7 +98,7 @@ def current_logprobs(batch, seed: int, spread: float = 0.4) -> torch.Tensor:
 
 
 def both_losses(comp: Composition, trainer: GRPOTrainer, seed: int):
-    batch = synthetic_batch(seed, tokens=7, with_ref=trainer.beta != 0.0)
+    batch = synthetic_batch(seed, tokens=7, with_ref=trainer.beta != 0.0, max_len=MAX_LEN)
     adv = run_advantages(comp, batch)
     ours_lp, theirs_lp = current_logprobs(batch, seed), current_logprobs(batch, seed)
     ours, _ = run_policy_loss(comp, ours_lp, batch, adv)

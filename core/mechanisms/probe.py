@@ -26,8 +26,10 @@ def synthetic_batch(
     tokens: int = 7,
     binary: bool = True,
     with_ref: bool = True,
+    max_len: int = 0,
 ) -> RolloutBatch:
-    """A random but valid RolloutBatch: mixed groups, some invalid and truncated rows, ragged lengths."""
+    """A random but valid RolloutBatch: mixed groups, some invalid and truncated rows, ragged lengths.
+    max_len is the generation limit (default: the width, `tokens`); above it, no row is truncated."""
     import torch
 
     from core.contract import RolloutBatch
@@ -47,7 +49,7 @@ def synthetic_batch(
         rewards=rewards,
         group_ids=torch.arange(groups).repeat_interleave(group_size),
         valid=torch.rand(bsz, generator=g) < 0.8,
-        truncated=lengths == tokens,
+        truncated=lengths == (max_len or tokens),
         response_mask=mask,
         old_logprobs=old,
         lengths=lengths,
@@ -55,7 +57,7 @@ def synthetic_batch(
         step=1,
         total_steps=10,
         reward_parts=parts,
-        max_response_len=tokens,
+        max_response_len=max_len or tokens,
     )
 
 
