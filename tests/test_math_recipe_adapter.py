@@ -412,3 +412,23 @@ def test_poise_eval_runs_recipe_math_end_to_end(tiny, tmp_path):
     cands = {c.id: c for c in Archive.open(run, readonly=True).all()}
     assert sorted(cands) == ["c001", "seed"] and cands["c001"].status == "reflected", cands["c001"].status
     assert cands["c001"].results["0"]["outcome"] == "evaluated" and read_engine_json(run)["state"] == "finished"
+
+
+def test_the_hf_sampler_ignores_the_models_own_sampling_defaults(tiny):
+    """A model's generation_config.json may carry a repetition penalty or top-k; pass@k and acc@1 must be the
+    protocol's (vLLM's SamplingParams start from plain defaults too)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from core.recipes.math.evaluate import HFSampler
+
+    tok = AutoTokenizer.from_pretrained(tiny["dir"], padding_side="left")
+    model = AutoModelForCausalLM.from_pretrained(tiny["dir"])
+    prompts = [rewards.format_prompt(p.problem) for p in tiny["problems"][:2]]
+    plain = HFSampler(model, tok).sample(prompts, 1, 0.0, 12)
+    model.generation_config.repetition_penalty, model.generation_config.top_k = 3.0, 2
+    assert HFSampler(model, tok).sample(prompts, 1, 0.0, 12) == plain
+    enc = tok([tok.apply_chat_template(p, add_generation_prompt=True, tokenize=False) for p in prompts],
+              return_tensors="pt", padding=True, add_special_tokens=False)
+    penalised = model.generate(**enc, max_new_tokens=12, do_sample=False, pad_token_id=tok.pad_token_id)
+    texts = tok.batch_decode(penalised[:, enc["input_ids"].shape[1]:], skip_special_tokens=True)
+    assert [[t] for t in texts] != plain, "precondition: the model's penalty changes greedy output"

@@ -62,8 +62,11 @@ class HFSampler:
         texts = render(self.tok, prompts)
         self.tok.padding_side = "left"  # generation continues from the right end of every row
         enc = self.tok(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(self.model.device)
-        sampling = {"do_sample": True, "temperature": temperature, "top_p": 1.0, "top_k": 0} if temperature > 0 else {
-            "do_sample": False}
+        # Every sampling setting is given, so the model's generation_config.json (Qwen2.5-Math ships top_k 20,
+        # repetition_penalty 1.05) cannot change the protocol, and HF and vLLM sample the same distribution.
+        plain = {"repetition_penalty": 1.0, "top_p": 1.0, "top_k": 0, "min_p": None}
+        sampling = {"do_sample": True, "temperature": temperature, **plain} if temperature > 0 else {
+            "do_sample": False, **plain}
         was_training = self.model.training
         self.model.eval()
         with torch.no_grad():
