@@ -93,9 +93,16 @@ class Candidate:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Candidate:
-        """Build from a stored record of any known schema version; unknown keys are ignored."""
+        """Build from a stored record of any known schema version; unknown keys are ignored. A field of the
+        wrong JSON type (a hand edit) raises TypeError here, not a traceback later in lineage or the TUI."""
         record = migrate(data)
-        return cls(**{k: v for k, v in record.items() if k in _FIELDS})
+        kept = {k: v for k, v in record.items() if k in _FIELDS}
+        for key, value in kept.items():
+            expected = _FIELD_TYPES.get(key)
+            if expected and not isinstance(value, expected) or key in _LIST_OF_STR and not all(
+                    isinstance(x, str) for x in value):
+                raise TypeError(f"field {key!r} is {json.dumps(value)[:80]}, expected {_TYPE_WORDS[key]}")
+        return cls(**kept)
 
     def score(self, split: str = "overall", part: str = "selection") -> float | None:
         """Mean of one metric, or None when the candidate has none."""
@@ -104,6 +111,16 @@ class Candidate:
 
 
 _FIELDS = frozenset(f.name for f in dataclasses.fields(Candidate))
+_FIELD_TYPES: dict[str, type | tuple[type, ...]] = {
+    "id": str, "title": str, "parent_ids": list, "origin": str, "proposal": dict, "branch": str, "commit": str,
+    "status": str, "history": list, "seeds": list, "results": dict, "metrics": dict, "verification": dict,
+    "reflection": (dict, type(None)), "costs": dict, "tags": list, "created_at": (int, float),
+}
+_LIST_OF_STR = ("parent_ids", "tags")
+_TYPE_WORDS = {k: ("a list of strings" if k in _LIST_OF_STR else
+                   "an object or null" if k == "reflection" else "a number" if k == "created_at" else
+                   {str: "a string", list: "a list", dict: "an object"}[t])  # type: ignore[index]
+               for k, t in _FIELD_TYPES.items()}
 
 
 # --- schema migration ------------------------------------------------------------------

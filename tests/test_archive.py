@@ -140,7 +140,7 @@ def test_corrupt_file_raises_and_is_not_modified(tmp_path: Path, content: bytes)
 
 def test_bad_record_is_reported_by_id(tmp_path: Path) -> None:
     (tmp_path / "archive.json").write_text(json.dumps({"candidates": {"1": {"id": "seed", "schema_version": 1,
-                                                                            "bogus": 1, "title": None},
+                                                                            "bogus": 1, "title": "t"},
                                                                       "2": {"title": "no id", "schema_version": 1}}}))
     with pytest.raises(CorruptArchiveError, match="record None"):
         Archive.open(tmp_path)
@@ -249,4 +249,19 @@ def test_a_current_record_that_lost_its_schema_version_is_refused_not_wiped(tmp_
     (tmp_path / "archive.json").write_text(text)
     with pytest.raises(CorruptArchiveError, match=r"c001.*no schema_version.*parent_ids.*restore"):
         Archive.open(tmp_path).all()
+    assert (tmp_path / "archive.json").read_text() == text
+
+
+@pytest.mark.parametrize(("field", "value", "words"), [
+    ("parent_ids", None, "expected a list of strings"), ("parent_ids", [5], "expected a list of strings"),
+    ("metrics", "x", "expected an object"), ("id", 5, "expected a string"), ("title", None, "expected a string"),
+    ("created_at", "yesterday", "expected a number"), ("history", {}, "expected a list"),
+])
+def test_a_field_of_the_wrong_type_is_refused_by_name_at_open(tmp_path: Path, field: str, value, words: str) -> None:
+    """A hand edit used to open fine and then break lineage, status or the TUI with a traceback."""
+    rec = Candidate(id="seed", origin="seed").to_dict() | {field: value}
+    text = json.dumps({"candidates": {"1": rec}})
+    (tmp_path / "archive.json").write_text(text)
+    with pytest.raises(CorruptArchiveError, match=rf"field '{field}' is .*{words}.*not modified"):
+        Archive.open(tmp_path)
     assert (tmp_path / "archive.json").read_text() == text
