@@ -98,10 +98,9 @@ class Candidate:
         record = migrate(data)
         kept = {k: v for k, v in record.items() if k in _FIELDS}
         for key, value in kept.items():
-            expected = _FIELD_TYPES.get(key)
-            if expected and not isinstance(value, expected) or key in _LIST_OF_STR and not all(
-                    isinstance(x, str) for x in value):
-                raise TypeError(f"field {key!r} is {json.dumps(value)[:80]}, expected {_TYPE_WORDS[key]}")
+            expected, words = _FIELD_TYPES.get(key, (object, ""))
+            if not isinstance(value, expected) or key in _LIST_OF_STR and not all(isinstance(x, str) for x in value):
+                raise TypeError(f"field {key!r} is {json.dumps(value)[:80]}, expected {words}")
         return cls(**kept)
 
     def score(self, split: str = "overall", part: str = "selection") -> float | None:
@@ -111,16 +110,15 @@ class Candidate:
 
 
 _FIELDS = frozenset(f.name for f in dataclasses.fields(Candidate))
-_FIELD_TYPES: dict[str, type | tuple[type, ...]] = {
-    "id": str, "title": str, "parent_ids": list, "origin": str, "proposal": dict, "branch": str, "commit": str,
-    "status": str, "history": list, "seeds": list, "results": dict, "metrics": dict, "verification": dict,
-    "reflection": (dict, type(None)), "costs": dict, "tags": list, "created_at": (int, float),
-}
+_STR, _LIST, _OBJ = (str, "a string"), (list, "a list"), (dict, "an object")
 _LIST_OF_STR = ("parent_ids", "tags")
-_TYPE_WORDS = {k: ("a list of strings" if k in _LIST_OF_STR else
-                   "an object or null" if k == "reflection" else "a number" if k == "created_at" else
-                   {str: "a string", list: "a list", dict: "an object"}[t])  # type: ignore[index]
-               for k, t in _FIELD_TYPES.items()}
+# field -> (JSON type it must have, how an error names it)
+_FIELD_TYPES: dict[str, tuple[type | tuple[type, ...], str]] = {
+    "id": _STR, "title": _STR, "origin": _STR, "branch": _STR, "commit": _STR, "status": _STR,
+    "parent_ids": (list, "a list of strings"), "tags": (list, "a list of strings"), "history": _LIST, "seeds": _LIST,
+    "proposal": _OBJ, "results": _OBJ, "metrics": _OBJ, "verification": _OBJ, "costs": _OBJ,
+    "reflection": ((dict, type(None)), "an object or null"), "created_at": ((int, float), "a number"),
+}
 
 
 # --- schema migration ------------------------------------------------------------------

@@ -366,8 +366,8 @@ class Engine:
         if c is None:
             return False
         fault_point("confirm:evaluated")
-        failed = {s: (c.results or {}).get(str(s), {}).get("outcome", "missing") for s in seeds}
-        failed = {s: o for s, o in failed.items() if o != "evaluated"}
+        outcomes = {s: (c.results or {}).get(str(s), {}).get("outcome", "missing") for s in seeds}
+        failed = {s: o for s, o in outcomes.items() if o != "evaluated"}
         if c.status != "reflected":  # evaluated, or the worst outcome over its seeds: it stays scored
             note = "" if not failed else f" (not confirmed: {', '.join(f'seed {s} {o}' for s, o in failed.items())})"
             self.archive.set_status(cid, "reflected", f"{CONFIRM_REASON} {seeds}{note}")

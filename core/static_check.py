@@ -155,11 +155,13 @@ def _name_problem(node: ast.Name) -> list[tuple[int, str]]:
 
 
 def _import_aliases(tree: ast.Module) -> dict[str, str]:
+    """Name -> module for every `import` statement: `import torch as t` binds t to torch, `import a.b` binds a."""
     found = {}
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
             for alias in node.names:
-                found[alias.asname or alias.name.split(".")[0]] = alias.name if alias.asname else alias.name.split(".")[0]
+                root = alias.name.split(".")[0]
+                found[alias.asname or root] = alias.name if alias.asname else root
     return found
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from math import ceil  # not `import math`: the subpackage core.recipes.math would shadow it here
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -10,22 +9,16 @@ if TYPE_CHECKING:
 
 
 def planned_steps(spec: JobSpec) -> int:
-    """How many RL steps the job will run, for progress ("step 40/155"); read from the recipe's own config
-    without importing the recipe (the engine stays free of torch)."""
-    rc = spec.recipe_config
+    """How many RL steps the job will run, for progress ("step 40/155"): the rule its recipe runs by, read
+    from the recipe's config module only (the engine stays free of torch)."""
+    from core.configlib import from_dict
+
     if spec.recipe == "math":
         from core.recipes.math.config import MathConfig
 
-        d = MathConfig()
-        if spec.mode == "smoke":
-            return int(rc.get("smoke_steps", d.smoke_steps))
-        if int(rc.get("max_steps", d.max_steps)) > 0:
-            return int(rc.get("max_steps", d.max_steps))
+        cfg = from_dict(MathConfig, dict(spec.recipe_config), "[math]")
         # an upper bound: training prompts longer than max_prompt_tokens are dropped when the job loads them
-        problems, per_step = int(rc.get("train_problems", d.train_problems)), int(rc.get("prompts_per_step", d.prompts_per_step))
-        per_epoch = ceil(problems / per_step)
-        return max(1, per_epoch * int(rc.get("epochs", d.epochs)))
-    from core.recipes.tiny.config import SMOKE_STEPS, TinyConfig
+        return cfg.rl_steps(cfg.train_problems, spec.mode)
+    from core.recipes.tiny.config import TinyConfig
 
-    steps = int(rc.get("steps", TinyConfig().steps))
-    return min(SMOKE_STEPS, steps) if spec.mode == "smoke" else steps
+    return from_dict(TinyConfig, dict(spec.recipe_config), "[tiny]").rl_steps(spec.mode)

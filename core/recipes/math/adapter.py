@@ -83,7 +83,6 @@ class ContractGRPOTrainer(GRPOTrainer):
         self.validity_part = validity_part
         self._reward_columns: torch.Tensor | None = None
         self._whole: tuple[RolloutBatch, torch.Tensor, torch.Tensor] | None = None  # batch, keep [B], advantages
-        self._skip_update = False  # this step's filter kept nothing
         self._hooked: set[int] = set()  # optimizers that drop the grads of such a step
         super().__init__(*args, **kwargs)
         self._check_setup()
@@ -118,7 +117,6 @@ class ContractGRPOTrainer(GRPOTrainer):
         # TRL shuffles and splits every [B] tensor in unison: each micro-batch knows its rows in the whole batch
         out["row_index"] = torch.arange(batch.batch_size, device=keep.device)
         self._whole = (batch, keep, out["advantages"])
-        self._skip_update = not bool(keep.any())
         self._log_rollout_metrics(batch, keep)
         return out
 
@@ -233,7 +231,7 @@ class ContractGRPOTrainer(GRPOTrainer):
         self._hooked.add(id(opt))
 
         def drop_grads_of_a_filtered_step(optimizer, args, kwargs):
-            if self._skip_update:
+            if self._whole is not None and not bool(self._whole[1].any()):
                 for group in optimizer.param_groups:
                     for p in group["params"]:
                         p.grad = None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from math import ceil
 from typing import Literal
 
 from core.configlib import opt
@@ -69,6 +70,14 @@ class MathConfig:
     bf16: bool = opt(True, "Compute in bfloat16 autocast on GPU; weights and optimizer state stay float32 (pure "
                      "bfloat16 weights would round away most updates at lr 1e-6). Ignored on CPU.")
     gradient_checkpointing: bool = opt(True, "Trade compute for memory on GPU (3000-token responses need it).")
+
+    def rl_steps(self, n_train: int, mode: str) -> int:
+        """Optimizer steps of a job: smoke_steps, else max_steps, else epochs over the n_train problems."""
+        if mode == "smoke":
+            return self.smoke_steps
+        if self.max_steps > 0:
+            return self.max_steps
+        return max(1, ceil(n_train / self.prompts_per_step) * self.epochs)
 
     def config_problems(self) -> list[tuple[str, str]]:
         """Checks across fields (see core/configlib.py): (key, what is wrong)."""

@@ -9,7 +9,6 @@ fails in seconds, not after hours of training.
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -108,14 +107,6 @@ def train_dataset(cfg: MathConfig, tokenizer: Any):  # -> datasets.Dataset
     return Dataset.from_list(rows)
 
 
-def total_steps(cfg: MathConfig, n_train: int, mode: str) -> int:
-    if mode == "smoke":
-        return cfg.smoke_steps
-    if cfg.max_steps > 0:
-        return cfg.max_steps
-    return max(1, math.ceil(n_train / cfg.prompts_per_step) * cfg.epochs)
-
-
 def grpo_args(cfg: MathConfig, spec: JobSpec, hp: dict[str, Any], n_train: int, use_vllm: bool,
               device: str):  # -> GRPOConfig
     from core.recipes.math.adapter import hparams_to_grpo, make_grpo_config
@@ -129,7 +120,7 @@ def grpo_args(cfg: MathConfig, spec: JobSpec, hp: dict[str, Any], n_train: int, 
         output_dir=str(Path(spec.job_dir) / "trl"), seed=spec.seed, data_seed=spec.seed,
         per_device_train_batch_size=cfg.micro_batch_size, gradient_accumulation_steps=samples // cfg.micro_batch_size,
         num_generations=cfg.group_size, max_completion_length=cfg.max_response_tokens, temperature=cfg.temperature,
-        max_steps=total_steps(cfg, n_train, spec.mode), reward_weights=[1.0, cfg.format_weight],
+        max_steps=cfg.rl_steps(n_train, spec.mode), reward_weights=[1.0, cfg.format_weight],
         use_vllm=use_vllm, vllm_mode="colocate", vllm_gpu_memory_utilization=cfg.vllm_gpu_memory_utilization,
         vllm_max_model_length=cfg.max_prompt_tokens + max(cfg.max_response_tokens, cfg.eval_max_tokens),
         bf16=cfg.bf16 and cuda, use_cpu=not cuda, gradient_checkpointing=cfg.gradient_checkpointing and cuda,

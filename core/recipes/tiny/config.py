@@ -8,7 +8,7 @@ from typing import Literal
 from core.configlib import opt
 from core.recipes.tiny.task import SPLITS
 
-SMOKE_STEPS = 3  # RL steps of a verification smoke job
+SMOKE_STEPS = 3  # RL steps of a verification smoke job (at most)
 
 # Every split supplies eval_size selection and eval_size held-out problems, all distinct; the smallest
 # (mul: 2..9 times 2..30, core/recipes/tiny/task.py) has 232, so a larger eval_size fails in every job.
@@ -62,6 +62,10 @@ class TinyConfig:
     sft_lr: float = opt(3e-3, "SFT learning rate (AdamW, cosine decay).", above=0)
     sft_format_noise: float = opt(0.5, "Fraction of SFT targets in a near-miss (invalid) format, so validity can be "
                                   "learned by RL.", at_least=0, at_most=1)
+
+    def rl_steps(self, mode: str) -> int:
+        """RL steps of a job: all of them, or a few for a verification smoke job."""
+        return min(SMOKE_STEPS, self.steps) if mode == "smoke" else self.steps
 
     def config_problems(self) -> list[tuple[str, str]]:
         """Checks across fields (see core/configlib.py): (key, what is wrong)."""

@@ -10,7 +10,7 @@ from typing import Any
 
 from core.configlib import from_dict
 from core.jobspec import JobResult, JobSpec
-from core.recipes.tiny.config import SMOKE_STEPS, TinyConfig
+from core.recipes.tiny.config import TinyConfig
 from core.recipes.tiny.evaluate import check_eval_config, evaluate, warm_start_scores
 from core.recipes.tiny.model import Progress, load_or_build, model_hash
 from core.recipes.tiny.task import make_eval_sets
@@ -34,7 +34,7 @@ def run_job(spec: JobSpec, emit: Emit, algo: ModuleType, progress: Progress | No
     extra: dict[str, Any] = {"model_hash": model_hash(cfg)}
     if spec.mode == "full":
         extra["warm_start"] = warm_start_scores(model, tok, cfg, sets, path)
-    steps = min(SMOKE_STEPS, cfg.steps) if spec.mode == "smoke" else cfg.steps
+    steps = cfg.rl_steps(spec.mode)
     t_train = time.perf_counter()
     res = train(model, tok, algo, cfg, spec.seed, steps, sets.all_prompts(), emit, spec.early_kill)
     extra |= _throughput(res, time.perf_counter() - t_train)
