@@ -2,7 +2,9 @@
 run's best. Selection picked them on the seeds they were trained with, so their scores carry the
 winner's curse; fresh seeds give an unbiased second look (POISE.md, "Weaknesses we must not copy").
 
-A confirmed candidate carries the tag `confirmed`; its metrics then pool every seed it ran.
+A confirmed candidate carries the tag `confirmed`; its metrics then pool every seed it ran. The seed
+(GRPO) is evaluated on the same fresh seeds once (Engine.evaluate_baseline): the paired difference to
+the baseline then has pairs that selection never saw, and the report gives it on those alone.
 
 Termination of confirmation (the engine asks `to_confirm` whenever it has nothing else to do):
 each confirmation tags one candidate `confirmed` whatever its fresh seeds did ("looked at"), and
@@ -10,7 +12,8 @@ creates no candidate, so the unconfirmed scored candidates strictly decrease and
 The winner's curse makes a confirmed elite tend to drop, which lets the next unconfirmed one into
 the top k; `MAX_CONFIRM_ROUNDS` caps such a cascade at that many times k confirmations per burst
 (the confirmations recorded since the newest candidate was created), so the cost stays bounded at
-MAX_CONFIRM_ROUNDS * k * len(seeds) jobs per burst. A new candidate starts a new burst, so with
+MAX_CONFIRM_ROUNDS * k * len(seeds) jobs per burst, plus len(seeds) for the baseline when its fresh
+seeds are new. A new candidate starts a new burst, so with
 `confirm_when = "each_round"` a later winner still gets its fresh seeds.
 """
 

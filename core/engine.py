@@ -19,7 +19,7 @@ from pathlib import Path
 
 from core.config import RunConfig, load_config
 from core.elites import CONFIRM_REASON, fresh_seeds, mark_confirmed, to_confirm
-from core.errors import LLMCancelled, PoiseError
+from core.errors import LLMCancelled, PoiseError, UnknownCandidateError
 from core.inbox import mark_done, pending_commands
 from core.lock import EngineLock
 from core.rundir import RunPaths, require_run
@@ -346,16 +346,28 @@ class Engine:
         if search.confirm_when == "end" and self.budget_left(budget):
             return False
         todo = to_confirm(self.archive, search.confirm_top_k)
+        baseline = self.confirmation_baseline()
         for c in todo:
             # The seeds are fixed here, in the persistent item, so a resumed confirmation reuses them.
-            self.queue.push("confirm", f"confirm-{c.id}", id=c.id, seeds=fresh_seeds(c, self.cfg.seeds))
+            self.queue.push("confirm", f"confirm-{c.id}", id=c.id, seeds=fresh_seeds(c, self.cfg.seeds),
+                            **({"baseline": baseline[0], "baseline_was": baseline[1]} if baseline else {}))
         return bool(todo)
+
+    def confirmation_baseline(self) -> tuple[str, str] | None:
+        """(id, status) of the seed when it is scored: a confirmation evaluates it on the same fresh seeds, so
+        the paired difference to the baseline also has pairs that selection never saw (core/elites.py)."""
+        try:
+            seed = self.archive.get("seed")
+        except UnknownCandidateError:
+            return None  # a run without a seed candidate (added by hand) has nothing to pair with
+        return (seed.id, seed.status) if seed.status in ("evaluated", "reflected") else None
 
     def reevaluating_ids(self) -> set[str]:
         """Candidates with a queued re-evaluation (confirm, or a user's rerun): they were trained before, and
         their stages belong to that item (resumed on its seeds after a crash), not to the pipeline, which
         would train them on the run's seeds and reflect on them again."""
-        return {str(x.get("id")) for x in self.queue.items if x.get("kind") in ("confirm", "rerun")}
+        items = [x for x in self.queue.items if x.get("kind") in ("confirm", "rerun")]
+        return {str(x.get(key)) for x in items for key in ("id", "baseline") if x.get(key)}
 
     def confirm(self, item: dict) -> bool:
         """Evaluate an elite on its fresh seeds, keep it reflected, tag it confirmed; idempotent after a
@@ -376,7 +388,27 @@ class Engine:
             log.warning("%s not confirmed: fresh seed(s) %s did not evaluate (%s)", cid, sorted(failed), failed)
         else:
             mark_confirmed(self.archive, cid)
+        return self.evaluate_baseline(item, seeds)
+
+    def evaluate_baseline(self, item: dict, seeds: list[int]) -> bool:
+        """The confirmation's baseline on the same fresh seeds (none when it has them already, from an earlier
+        confirmation); False when a stop interrupted it. The baseline keeps the status it had."""
+        bid = item.get("baseline")
+        if not bid:
+            return True  # an item queued before confirmations evaluated the baseline
+        b = self.reevaluate(str(bid), seeds, "confirm")
+        if b is None:
+            return False
+        self.restore_status(b, str(item.get("baseline_was", "reflected")),
+                            f"evaluated on seeds {seeds} as the baseline of {item['id']}'s confirmation")
         return True
+
+    def restore_status(self, c, was: str, reason: str) -> None:
+        """A re-evaluated reflected node stays reflected (and scored) whatever its new seeds did: one diverged
+        seed must not drop the baseline out of selection. The seed's outcome is in results[seed]."""
+        if was == "reflected" and c.status != "reflected":
+            note = "" if c.status == "evaluated" else f" (a new seed ended {c.status})"
+            self.archive.set_status(c.id, "reflected", reason + note)
 
     def queue_rerun(self, cmd_id: str, cid: str, seeds: list[int] | None) -> str:
         """Queue a re-evaluation of a finished candidate. Its seeds (fresh ones unless given) and status are
@@ -392,18 +424,14 @@ class Engine:
         return f"rerun of {cid} on seeds {seeds} queued"
 
     def rerun(self, item: dict) -> bool:
-        """Evaluate the candidate on the item's seeds; False when stopped part-way (resumed later).
-        A reflected node stays reflected (and scored) whatever the new seeds did: one diverged seed must
-        not drop the baseline out of selection. Its outcome is in results[seed]."""
+        """Evaluate the candidate on the item's seeds; False when stopped part-way (resumed later)."""
         cid = str(item["id"])
         seeds = [int(s) for s in item.get("seeds") or []] or self.fresh_seeds(cid)  # items queued before seeds were fixed
         self.publish("train", cid, 0.0, f"rerunning {cid} on seeds {seeds}")
         c = self.reevaluate(cid, seeds, "rerun")
         if c is None:
             return False
-        if item.get("was", "reflected") == "reflected" and c.status != "reflected":
-            note = "" if c.status == "evaluated" else f" (a new seed ended {c.status})"
-            self.archive.set_status(cid, "reflected", f"re-evaluated on seeds {seeds}{note}")
+        self.restore_status(c, item.get("was", "reflected"), f"re-evaluated on seeds {seeds}")
         return True
 
     def reevaluate(self, cid: str, seeds: list[int], cost_stage: str):

@@ -140,6 +140,19 @@ def test_report_and_best_trust_only_confirmed_candidates(archive: Archive, tmp_p
     assert "Mechanisms: confirmed" not in text and "Confirmed on fresh seeds; seeds run: 0, 1." in text
 
 
+def test_the_report_pairs_a_confirmed_candidate_with_the_seed_on_the_fresh_seeds_alone(archive: Archive) -> None:
+    from core.report import _fresh_line
+
+    confirm_like_the_engine(archive, "c002", 0.7)  # seed 0: 0.7, fresh seed 1: 0.7
+    archive.set_status("seed", "training")
+    archive.record_result("seed", 1, result(0.85))  # seed 0: 0.9, fresh seed 1: 0.85
+    seed, c002 = archive.get("seed"), archive.get("c002")
+    # Over both seeds the difference is ((0.7 - 0.9) + (0.7 - 0.85)) / 2 = -0.175; on fresh seed 1 alone -0.15.
+    line = _fresh_line(c002, seed, run_seeds=[0])
+    assert "fresh seeds alone (1)" in line and "paired difference to the seed -0.150 [-0.150, -0.150] (n=1)" in line
+    assert _fresh_line(c002, seed, run_seeds=None) == "" and _fresh_line(c002, seed, run_seeds=[0, 1]) == ""
+
+
 def test_the_report_shows_the_runs_best_below_the_top_n(archive: Archive, tmp_path: Path) -> None:
     confirm_like_the_engine(archive, "c005", 0.45)
     archive.close()
@@ -174,7 +187,10 @@ def test_each_round_confirms_the_best_on_fresh_seeds_outside_the_budget(tmp_path
         poise(["run", run], cache, timeout=600)
     cands = check_consistent(run)
     new = [c for c in cands if c.id != "seed"]
-    assert len(new) == 2 and len(trained(cands)) == 2 and srv.counts["propose"] == 2, [(c.id, c.status) for c in cands]
+    assert len(new) == 2 and len(trained(cands)) == 2, [(c.id, c.status) for c in cands]
+    # 3 proposals: c002's, made while c001 trained with the seed as its parent, was discarded once c001's
+    # confirmation ran the seed on the fresh seed too (its parent changed); the round was proposed again.
+    assert srv.counts["propose"] == 3 and "propose_discarded" in candidate(run, "seed").costs["wall_s"]
     assert srv.counts["reflect"] == 2  # a confirmation reflects on nothing: no LLM call
     state = read_engine_json(run)
     assert state["state"] == "finished" and state["candidates_done"] == 2 and queued(run) == []
@@ -190,26 +206,37 @@ def test_each_round_confirms_the_best_on_fresh_seeds_outside_the_budget(tmp_path
     # Termination: the top 1 ends confirmed, or this burst (after c002) used its cap of confirmations.
     top = elites(Archive.open(run, readonly=True), 1)[0]
     assert is_confirmed(top) or sum(is_confirmed(c) for c in new) == 1 + MAX_CONFIRM_ROUNDS
-    assert candidate(run, "seed").seeds == [0] and not is_confirmed(candidate(run, "seed"))
     best = best_confirmed(Archive.open(run, readonly=True).all())
     assert f"best (confirmed): {best.id} " in poise(["status", run], cache).stdout
     poise(["report", run], cache)
     assert f"Run's best (confirmed on fresh seeds): `{best.id}`" in (run / "report" / "report.md").read_text()
+    assert_baseline_paired_on_fresh_seeds(run, [1])
 
 
-def wait_confirm_job(run: Path, proc) -> None:
-    """Until the engine runs c001's confirmation job on fresh seed 1 (its job dir exists, no result yet)."""
+def assert_baseline_paired_on_fresh_seeds(run: Path, fresh: list[int]) -> None:
+    """The seed ran the confirmation's fresh seeds too, kept its status, and is no confirmed candidate; so the
+    paired difference of the run's best to it has pairs that selection never saw."""
+    seed = candidate(run, "seed")
+    assert seed.seeds == [0, *fresh] and seed.status == "reflected" and not is_confirmed(seed), seed.history
+    assert seed.history[-1]["reason"].startswith(f"evaluated on seeds {fresh} as the baseline of "), seed.history
+    assert seed.costs["wall_s"]["confirm"] > 0
+    line = next(x for x in (run / "report" / "report.md").read_text().splitlines() if x.startswith("Run's best"))
+    assert f"(n={1 + len(fresh)})." in line.split("paired difference to the seed")[1], line
+
+
+def wait_confirm_job(run: Path, proc, cid: str = "c001") -> None:
+    """Until the engine runs cid's confirmation job on fresh seed 1 (its job dir exists, no result yet)."""
     def running() -> bool:
         st = read_engine_json(run)
-        return st.get("pid") == proc.pid and st.get("stage") == "confirm" and (run / "jobs" / "c001" / "1").exists()
+        return st.get("pid") == proc.pid and st.get("stage") == "confirm" and (run / "jobs" / cid / "1").exists()
 
-    wait_for(running, 300, "c001's confirmation job", proc=proc, run=run, interval=0.02)
+    wait_for(running, 300, f"{cid}'s confirmation job", proc=proc, run=run, interval=0.02)
 
 
-def assert_mid_confirmation(run: Path) -> None:
-    c001 = candidate(run, "c001")
-    assert c001.status == "training" and "1" not in c001.results and not is_confirmed(c001), c001.history
-    assert [(x["kind"], x["id"], x["seeds"]) for x in queued(run)] == [("confirm", "c001", [1])]
+def assert_mid_confirmation(run: Path, training: str = "c001") -> None:
+    c = candidate(run, training)
+    assert c.status == "training" and "1" not in c.results and not is_confirmed(candidate(run, "c001")), c.history
+    assert [(x["kind"], x["id"], x["seeds"], x["baseline"]) for x in queued(run)] == [("confirm", "c001", [1], "seed")]
 
 
 def test_confirmation_survives_stop_and_kill_9_and_zero_turns_it_off(tmp_path_factory, tmp_path: Path,
@@ -241,12 +268,23 @@ def test_confirmation_survives_stop_and_kill_9_and_zero_turns_it_off(tmp_path_fa
         assert proc.wait(timeout=300) == -signal.SIGKILL, engine_log(run)
         assert candidate(run, "c001").status == "evaluated" and len(queued(run)) == 1
 
+        # Killed during the baseline's job on the fresh seed: c001 is confirmed, the item (and the seed) wait.
+        proc = start_engine(run, cache)
+        wait_confirm_job(run, proc, "seed")
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+        seed = candidate(run, "seed")
+        assert seed.status == "training" and "1" not in seed.results and is_confirmed(candidate(run, "c001"))
+        assert [x["id"] for x in queued(run)] == ["c001"]
+
         poise(["run", run], cache, timeout=600)
     c001 = candidate(run, "c001")
     assert is_confirmed(c001) and sorted(c001.results) == ["0", "1"] and c001.seeds == [0, 1]
     assert c001.metrics["selection"]["overall"]["n"] == 2
     assert statuses(c001) == [*FULL_LIFE, "training", "evaluated", "reflected"], c001.history
     assert sorted(p.name for p in (run / "jobs" / "c001").iterdir() if p.name.isdigit()) == ["0", "1"]
+    seed = candidate(run, "seed")
+    assert seed.seeds == [0, 1] and seed.status == "reflected" and statuses(seed)[-3:] == ["training", "evaluated", "reflected"]
     assert srv.counts["propose"] == 1 and srv.counts["reflect"] == 1  # no new candidate, no second reflection
     state = read_engine_json(run)
     assert state["state"] == "finished" and state["candidates_done"] == 1 and queued(run) == []
