@@ -1,6 +1,6 @@
 """Paired differences between two candidates over their shared seeds, formatted for tables.
 
-The statistics are core.stats.paired_difference (bootstrap over shared seeds), the same
+The statistics are core.stats.paired_difference (t interval over shared seeds), the same
 numbers the report shows; this module only turns them into short cells.
 """
 
