@@ -8,8 +8,11 @@ What it holds, in order:
   * the genealogy: a text tree (id, title, status, selection Overall with its interval) and a plot
     of the selection Overall by candidate order with the lineage edges (genealogy.png);
   * the best candidates, ranked on the *selection* part and reported on the *held-out* part, each
-    with its paired difference to the seed over common seeds (core.stats.paired_difference): the
-    search never saw the held-out scores, so the winner's curse does not inflate them;
+    with its paired difference to the seed over common seeds (core.stats.paired_difference). The search
+    never saw the held-out problems, but it did see the seeds: a seed that trained well lifts both parts,
+    so held-out scores on the selecting seeds still carry part of the winner's curse. Only a confirmation's
+    fresh seeds are free of it; a confirmed candidate's paired difference on those alone is given too
+    (the engine runs the seed on the same fresh seeds);
   * per best candidate: held-out splits, the reflection, and the diff of algorithm.py against the seed;
   * training curves (reward and accuracy, mean over seeds) of the best candidates and the seed
     (curves.png);
@@ -106,15 +109,19 @@ def _fmt_ci(m: dict[str, Any] | None, signed: bool = False) -> str:
     return f"{m['mean']:{sign}.3f} [{m['lo']:{sign}.3f}, {m['hi']:{sign}.3f}] (n={m['n']})"
 
 
-def paired_vs(c: Candidate, base: Candidate | None, split: str = "overall", part: str = "heldout") -> str:
-    """Paired difference c - base over common seeds, formatted; the reason when there is none."""
+def paired_vs(c: Candidate, base: Candidate | None, split: str = "overall", part: str = "heldout",
+              only_seeds: Sequence[int] | None = None) -> str:
+    """Paired difference c - base over common seeds (of only_seeds, when given), formatted; the reason when
+    there is none."""
     from core.stats import paired_difference
 
     a, b = _metric(c, part, split), _metric(base, part, split) if base else None
     if not a or not b:
         return "n/a (not evaluated on this part)"
+    keep = None if only_seeds is None else {str(s) for s in only_seeds}
+    pa, pb = ({k: v for k, v in (m.get("per_seed") or {}).items() if keep is None or k in keep} for m in (a, b))
     try:
-        return _fmt_ci(paired_difference(a.get("per_seed", {}), b.get("per_seed", {})), signed=True)
+        return _fmt_ci(paired_difference(pa, pb), signed=True)
     except PoiseError as exc:
         return f"n/a ({exc})"
 
@@ -216,22 +223,44 @@ def _best_section(run: Path, cands: Sequence[Candidate], seed: Candidate | None,
         i = ranked.index(c.id) + 1
         rows.append(f"| {i} | `{c.id}` | {_title(c)}{_unconfirmed(c)} | {_fmt_ci(_metric(c, 'selection'))} | "
                     f"{_fmt_ci(_metric(c, 'heldout'))} | {paired_vs(c, seed)} |")
-    intro = ("Ranked on the selection part, reported on the held-out part, which the search never saw. "
-             "Differences are paired over the seeds both candidates ran (95% bootstrap interval). "
+    intro = ("Ranked on the selection part, reported on the held-out part, whose problems the search never saw "
+             "(its seeds it did see: only a confirmation's fresh seeds are free of the winner's curse). "
+             "Differences are paired over the seeds both candidates ran (95% Student-t interval, core/stats.py). "
              "A confirmed candidate was re-evaluated on fresh seeds and its scores pool all its seeds; "
              "an unconfirmed one is scored only on the seeds that selected it.")
     diffs = seed_diffs(run, [c.id for c in best])
-    details = [_candidate_detail(c, seed, diffs[c.id]) for c in best]
+    run_seeds = _run_seeds(run)
+    details = [_candidate_detail(c, seed, diffs[c.id], run_seeds) for c in best]
     return "\n\n".join(["## Best candidates", intro, "\n".join(rows), *details])
 
 
-def _candidate_detail(c: Candidate, seed: Candidate | None, diff: str) -> str:
+def _run_seeds(run: Path) -> list[int] | None:
+    """The seeds every candidate is trained with (run.toml); None when the config cannot be read."""
+    from core.config import load_config
+
+    try:
+        return list(load_config(run / "run.toml").seeds)
+    except PoiseError:
+        return None
+
+
+def _fresh_line(c: Candidate, seed: Candidate | None, run_seeds: list[int] | None) -> str:
+    """The confirmed candidate's held-out difference to the seed on its fresh seeds alone: the estimate that
+    selection could not bias."""
+    fresh = [s for s in c.seeds if run_seeds is not None and s not in run_seeds]
+    if not fresh:
+        return ""
+    return (f" On the fresh seeds alone ({', '.join(map(str, fresh))}), which selection never saw: held-out "
+            f"Overall paired difference to the seed {paired_vs(c, seed, only_seeds=fresh)}.")
+
+
+def _candidate_detail(c: Candidate, seed: Candidate | None, diff: str, run_seeds: list[int] | None) -> str:
     head = f"### `{c.id}`: {_title(c)}{_unconfirmed(c)}\n\nParents: {', '.join(c.parent_ids) or 'none'}."
     mechanisms = [t for t in c.tags or [] if t != CONFIRMED_TAG]  # a status mark, not a mechanism
     if mechanisms:
         head += f" Mechanisms: {', '.join(mechanisms)}."
     if is_confirmed(c):
-        head += f" Confirmed on fresh seeds; seeds run: {', '.join(map(str, c.seeds))}."
+        head += f" Confirmed on fresh seeds; seeds run: {', '.join(map(str, c.seeds))}." + _fresh_line(c, seed, run_seeds)
     mech = (c.proposal or {}).get("mechanism")
     if mech:
         head += f"\n\nMechanism: {mech}"
