@@ -100,7 +100,10 @@ class Candidate:
         for key, value in kept.items():
             expected, words = _FIELD_TYPES.get(key, (object, ""))
             if not isinstance(value, expected) or key in _LIST_OF_STR and not all(isinstance(x, str) for x in value):
-                raise TypeError(f"field {key!r} is {json.dumps(value)[:80]}, expected {words}")
+                raise TypeError(f"field {key!r} is {_short(value)}, expected {words}")
+        problem = _nested_problem(kept)
+        if problem:
+            raise TypeError(problem)
         return cls(**kept)
 
     def score(self, split: str = "overall", part: str = "selection") -> float | None:
@@ -119,6 +122,35 @@ _FIELD_TYPES: dict[str, tuple[type | tuple[type, ...], str]] = {
     "proposal": _OBJ, "results": _OBJ, "metrics": _OBJ, "verification": _OBJ, "costs": _OBJ,
     "reflection": ((dict, type(None)), "an object or null"), "created_at": ((int, float), "a number"),
 }
+
+
+def _nested_problem(rec: dict[str, Any]) -> str | None:
+    """The first nested value of a record that readers use unchecked (history entries, seeds, results,
+    metrics) and that has the wrong shape, in words; None when every one is well formed."""
+    for i, h in enumerate(rec.get("history", [])):
+        if not (isinstance(h, dict) and isinstance(h.get("status"), str) and _is_number(h.get("at"))):
+            return f"field 'history' entry {i} is {_short(h)}, expected an object with a string status and a number at"
+    for s in rec.get("seeds", []):
+        if not isinstance(s, int) or isinstance(s, bool):
+            return f"field 'seeds' holds {_short(s)}, expected whole numbers"
+    for seed, res in rec.get("results", {}).items():
+        if not (isinstance(res, dict) and isinstance(res.get("outcome"), str)):
+            return f"field 'results' seed {seed} is {_short(res)}, expected an object with a string outcome"
+    for part, splits in rec.get("metrics", {}).items():
+        for split, m in (splits.items() if isinstance(splits, dict) else [("", splits)]):
+            if not (isinstance(m, dict) and all(_is_number(m.get(k)) for k in ("mean", "lo", "hi", "n"))
+                    and isinstance(m.get("per_seed"), dict)):
+                return (f"field 'metrics' {part}/{split} is {_short(m)}, expected an object with numbers "
+                        "mean, lo, hi, n and an object per_seed")
+    return None
+
+
+def _is_number(x: Any) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool)
+
+
+def _short(value: Any) -> str:
+    return json.dumps(value)[:80]
 
 
 # --- schema migration ------------------------------------------------------------------

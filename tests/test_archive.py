@@ -252,6 +252,32 @@ def test_a_current_record_that_lost_its_schema_version_is_refused_not_wiped(tmp_
     assert (tmp_path / "archive.json").read_text() == text
 
 
+GOOD_METRIC = {"mean": 0.5, "lo": 0.4, "hi": 0.6, "n": 3, "per_seed": {"0": 0.5}}
+
+
+@pytest.mark.parametrize(("field", "value", "words"), [
+    ("history", ["reflected"], "entry 0 is \"reflected\", expected an object with a string status"),
+    ("history", [{"status": "proposed"}], "entry 0 .*a number at"),
+    ("seeds", [0, "1"], "holds \"1\", expected whole numbers"), ("seeds", [True], "holds true"),
+    ("results", {"0": "evaluated"}, "seed 0 is \"evaluated\", expected an object with a string outcome"),
+    ("metrics", {"selection": {"overall": {"mean": 0.5}}}, "selection/overall is .*numbers mean, lo, hi, n"),
+    ("metrics", {"selection": {"overall": GOOD_METRIC | {"lo": "low"}}}, "selection/overall"),
+    ("metrics", {"selection": [GOOD_METRIC]}, "selection/ is \\["),
+])
+def test_a_nested_value_of_the_wrong_shape_is_refused_by_name_at_open(tmp_path: Path, field: str, value,
+                                                                      words: str) -> None:
+    """Nested values the TUI, status and the engine read unchecked: each used to end in a traceback there."""
+    good = Candidate(id="seed", origin="seed").to_dict() | {
+        "history": [{"status": "proposed", "at": 1.0}], "seeds": [0],
+        "results": {"0": {"outcome": "evaluated"}}, "metrics": {"selection": {"overall": GOOD_METRIC}}}
+    assert Candidate.from_dict(good).score() == 0.5  # the well-formed record opens
+    text = json.dumps({"candidates": {"1": good | {field: value}}})
+    (tmp_path / "archive.json").write_text(text)
+    with pytest.raises(CorruptArchiveError, match=rf"field '{field}' {words}.*not modified"):
+        Archive.open(tmp_path)
+    assert (tmp_path / "archive.json").read_text() == text
+
+
 @pytest.mark.parametrize(("field", "value", "words"), [
     ("parent_ids", None, "expected a list of strings"), ("parent_ids", [5], "expected a list of strings"),
     ("metrics", "x", "expected an object"), ("id", 5, "expected a string"), ("title", None, "expected a string"),
