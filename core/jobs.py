@@ -335,7 +335,8 @@ def start_job(spec: JobSpec, limits: Any, early_kill: Any, project_root: str | P
         spec.early_kill = asdict(early_kill)  # the recipe can stop itself cleanly with the same thresholds
     spec_path = spec.save()
     proc = sandbox.spawn(entry, [str(spec_path)], job_dir=job_dir, project_root=project_root, limits=limits,
-                         trusted_write_dirs=_trainer_dirs(spec), extra_env=extra_env)
+                         trusted_write_dirs=_trainer_dirs(spec), extra_env=extra_env,
+                         allow_tcp=spec.recipe == "math")  # torch.distributed of TRL + colocated vLLM
     return JobHandle(spec, proc, limits, early_kill)
 
 

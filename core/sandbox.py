@@ -31,6 +31,16 @@ What is isolated, and by what:
 * **Network namespace**: when the job runs as root on Linux, the bootstrap
   calls `os.unshare(CLONE_NEWNET)` (a namespace with no interfaces); where
   that fails it silently relies on the guard alone.
+* **Landlock** (core/landlock.py, Linux >= 5.13, no root needed): applied by the
+  bootstrap before the pre-imports, for the job and every child it starts,
+  enforced by the kernel whatever the code (C extensions and ctypes included):
+  files are created, written, renamed or removed only beneath the job dir, its
+  tmp/ and the trusted dirs (existing /dev files and /dev/shm aside); no TCP bind
+  or connect unless the job needs it (`allow_tcp`, the GPU recipe); no signals to
+  processes outside the job. The trusted-only rule for the worktree and the
+  cache stays the hook's: the kernel cannot see which code is on the stack.
+  Where the kernel has no Landlock, the job's stderr.log says so and the hook
+  alone guards. POISE_LANDLOCK=0 turns it off.
 * **In-process guard** (`install_guard`): a `sys.addaudithook` hook, installed
   by the bootstrap after trusted heavy modules (torch, core.contract) are
   imported and before the job module runs. (1) For everyone: no file is opened
@@ -49,7 +59,8 @@ What is isolated, and by what:
 
 What is NOT isolated: the guard is in-process Python. A C extension, a bug in
 CPython, or code that reaches the hook's state through interpreter internals can
-bypass it; so can a candidate that hands a builtin (say, a bound method of an
+bypass it (for writes outside the allowed dirs, TCP and signals, Landlock then
+still refuses); so can a candidate that hands a builtin (say, a bound method of an
 object it found) to trusted code as a callback, because no candidate frame is on
 the stack when that runs. The static check refuses the obvious routes to such
 objects, not all routes. Reads are not restricted: a candidate can read any file
@@ -86,6 +97,7 @@ ENV_PREFIX_ALLOW = ("POISE_", "CUDA_VISIBLE_", "NVIDIA_VISIBLE_", "NVIDIA_DRIVER
 THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
 KILL_GRACE_S = 3.0
 _CLONE_NEWNET = 0x40000000  # from <sched.h>
+LANDLOCK_SWITCH = "POISE_LANDLOCK"  # "0": no kernel confinement (the audit hook still guards)
 
 # The -c program: limits first (core/rlimits.py is standard library only), then the real bootstrap.
 BOOTSTRAP = (
@@ -183,11 +195,14 @@ def spawn(
     extra_env: dict[str, str] | None = None,
     preimport: Iterable[str] = DEFAULT_PREIMPORT,
     guard: bool = True,
+    allow_tcp: bool = False,
 ) -> SandboxProcess:
     """Start `python -m module args...` in the sandbox; returns at once. Raises SandboxError if it cannot start.
 
     Files may be written in the job dir (and its tmp/) and `allowed_write_dirs` by any code, and in
     `trusted_write_dirs` (the worktree, the model cache) only while no candidate code is on the stack.
+    With the guard on, Landlock also confines writes to those dirs in the kernel, and refuses TCP unless
+    `allow_tcp` (the GPU recipe's torch.distributed needs 127.0.0.1).
     """
     job = Path(job_dir).resolve()
     tmp = job / "tmp"
@@ -197,6 +212,7 @@ def spawn(
         raise SandboxError(f"cannot create the job directory {job}: {exc}; choose a writable run directory") from exc
     writable = [str(job), str(tmp), *(str(Path(d).resolve()) for d in allowed_write_dirs)]
     trusted_only = [str(Path(d).resolve()) for d in trusted_write_dirs]
+    _make_dirs(trusted_only)
     cfg = {
         "project_root": str(Path(project_root).resolve()),
         "rlimits": Limits.of(limits).rlimits(),
@@ -204,6 +220,7 @@ def spawn(
         "trusted_write_dirs": trusted_only,
         "preimport": list(preimport),
         "guard": guard,
+        "landlock": {"deny_tcp": not allow_tcp} if guard and landlock_enabled() else None,
         "module": module,
     }
     argv = [sys.executable, "-I", "-B", "-c", BOOTSTRAP, json.dumps(cfg), *map(str, args)]
@@ -211,6 +228,20 @@ def spawn(
     env = scrubbed_env(job, {**dirs_env, **(extra_env or {})})
     child = _fork_warm(job, env, cfg, [str(a) for a in args])
     return _register(SandboxProcess(child, job)) if child is not None else _popen(argv, job, env)
+
+
+def landlock_enabled() -> bool:
+    return os.environ.get(LANDLOCK_SWITCH, "1") != "0"
+
+
+def _make_dirs(dirs: list[str]) -> None:
+    """A writable dir must exist before the job starts: Landlock grants rights on an open directory, and the
+    job could not create it (say, the model cache on first use) once confined. A failure is the job's to report."""
+    for d in dirs:
+        try:
+            Path(d).mkdir(parents=True, exist_ok=True)
+        except OSError:
+            pass
 
 
 def _fork_warm(job: Path, env: dict[str, str], cfg: dict[str, Any], args: list[str]) -> Any:
@@ -318,6 +349,8 @@ def _bootstrap_main(cfg: dict[str, Any], argv: list[str]) -> None:
     import warnings
 
     _try_unshare_network()
+    if cfg.get("landlock"):
+        _confine(cfg["allowed_write_dirs"] + cfg["trusted_write_dirs"], **cfg["landlock"])
     for name in cfg["preimport"]:
         importlib.import_module(name)
     if cfg["guard"]:
@@ -346,6 +379,19 @@ def _try_unshare_network() -> None:
     except (OSError, AttributeError):
         return
     _loopback_up()
+
+
+def _confine(write_dirs: list[str], deny_tcp: bool) -> None:
+    """Landlock before any import that could start a thread (it binds only this thread and its future ones).
+    The line in stderr.log says what the kernel enforces for this job, or why it enforces nothing."""
+    from core import landlock
+
+    try:
+        applied = landlock.restrict(write_dirs, deny_tcp=deny_tcp)
+    except OSError as exc:
+        applied = f"Landlock not applied ({exc}); the audit hook still guards"
+    print(f"sandbox: {applied or 'no Landlock in this kernel; the audit hook still guards'}", file=sys.stderr,
+          flush=True)
 
 
 def _loopback_up() -> None:

@@ -11,13 +11,19 @@ itself is the proof that the engine survives.
 from __future__ import annotations
 
 import shutil
+import signal
+import subprocess
 import time
 from pathlib import Path
+
+import pytest
+
+from core import landlock
 
 from core.config import EarlyKillConfig, LimitsConfig
 from core.jobs import JobHandle, run_probe, start_job
 from core.jobspec import JobResult, JobSpec
-from core.sandbox import KILL_GRACE_S, VIOLATIONS_FILE
+from core.sandbox import KILL_GRACE_S, LANDLOCK_SWITCH, VIOLATIONS_FILE
 
 ROOT = Path(__file__).resolve().parent.parent
 ADV = ROOT / "tests" / "adversarial"
@@ -189,3 +195,60 @@ def test_cpu_time_limit_is_enforced_by_the_kernel(tmp_path: Path) -> None:
     assert result.outcome == "timed_out" and "CPU-time limit" in result.reason
     assert result.extra["returncode"] == -24  # SIGXCPU, from the kernel, not our wall clock
     arena.assert_nothing_outside_changed()
+
+
+# --- routes around the audit hook: only the kernel (Landlock) stops them --------------------------------
+
+needs_landlock = pytest.mark.skipif(landlock.abi_version() < 6, reason="needs Landlock ABI >= 6 (Linux >= 6.12)")
+
+
+@pytest.fixture
+def victim():
+    """A process outside the job that the candidate tries to kill."""
+    proc = subprocess.Popen(["sleep", "120"])
+    yield proc
+    proc.kill()
+    proc.wait()
+
+
+def run_bypass(tmp_path: Path, victim: subprocess.Popen) -> JobResult:
+    arena = Arena(tmp_path, "thread_bypass.py")
+    result = arena.run_recipe_job(POISE_TEST_VICTIM=str(victim.pid))
+    arena.assert_nothing_outside_changed()
+    return result
+
+
+@needs_landlock
+def test_a_bind_and_a_kill_from_threads_that_pass_the_hook_are_refused_by_the_kernel(tmp_path, victim) -> None:
+    result = run_bypass(tmp_path, victim)
+    assert result.outcome == "crashed" and "refused: ['bind: PermissionError', 'kill: PermissionError']" in result.reason
+    assert victim.poll() is None
+
+
+@needs_landlock
+def test_without_landlock_the_same_threads_get_through_so_the_attack_is_real(tmp_path, victim, monkeypatch) -> None:
+    monkeypatch.setenv(LANDLOCK_SWITCH, "0")
+    result = run_bypass(tmp_path, victim)
+    assert result.outcome == "crashed" and "refused: []" in result.reason
+    assert victim.wait(10) == -signal.SIGKILL
+
+
+@needs_landlock
+def test_torch_save_outside_the_worktree_is_refused_by_the_kernel(tmp_path: Path) -> None:
+    arena = Arena(tmp_path, "torch_save_outside.py")
+    target = tmp_path / "outside" / "poison.pt"
+    result = arena.run_recipe_job(POISE_TEST_TARGET=str(target))
+    assert result.outcome == "crashed" and "torch.save outside: refused" in result.reason
+    assert not target.exists()
+    assert "sandbox: Landlock ABI" in (arena.job / "stderr.log").read_text()  # the job says what confined it
+    arena.assert_nothing_outside_changed()
+
+
+@needs_landlock
+def test_without_landlock_torch_save_writes_outside_so_the_attack_is_real(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setenv(LANDLOCK_SWITCH, "0")
+    arena = Arena(tmp_path, "torch_save_outside.py")
+    target = tmp_path / "outside" / "poison.pt"
+    result = arena.run_recipe_job(POISE_TEST_TARGET=str(target))
+    assert result.outcome == "crashed" and "torch.save outside: written" in result.reason
+    assert target.exists()
