@@ -19,7 +19,6 @@ from pathlib import Path
 import pytest
 
 from core import landlock
-
 from core.config import EarlyKillConfig, LimitsConfig
 from core.jobs import JobHandle, run_probe, start_job
 from core.jobspec import JobResult, JobSpec
