@@ -39,8 +39,8 @@ What is isolated, and by what:
   or connect unless the job needs it (`allow_tcp`, the GPU recipe); no signals to
   processes outside the job. The trusted-only rule for the worktree and the
   cache stays the hook's: the kernel cannot see which code is on the stack.
-  Where the kernel has no Landlock, the job's stderr.log says so and the hook
-  alone guards. POISE_LANDLOCK=0 turns it off.
+  The job dir's sandbox.txt says what was applied; where the kernel has no
+  Landlock, it says so and the hook alone guards. POISE_LANDLOCK=0 turns it off.
 * **In-process guard** (`install_guard`): a `sys.addaudithook` hook, installed
   by the bootstrap after trusted heavy modules (torch, core.contract) are
   imported and before the job module runs. (1) For everyone: no file is opened
@@ -97,6 +97,7 @@ ENV_PREFIX_ALLOW = ("POISE_", "CUDA_VISIBLE_", "NVIDIA_VISIBLE_", "NVIDIA_DRIVER
 THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
 KILL_GRACE_S = 3.0
 _CLONE_NEWNET = 0x40000000  # from <sched.h>
+CONFINEMENT_FILE = "sandbox.txt"  # in the job dir: what Landlock enforces for this job
 LANDLOCK_SWITCH = "POISE_LANDLOCK"  # "0": no kernel confinement (the audit hook still guards)
 
 # The -c program: limits first (core/rlimits.py is standard library only), then the real bootstrap.
@@ -383,15 +384,20 @@ def _try_unshare_network() -> None:
 
 def _confine(write_dirs: list[str], deny_tcp: bool) -> None:
     """Landlock before any import that could start a thread (it binds only this thread and its future ones).
-    The line in stderr.log says what the kernel enforces for this job, or why it enforces nothing."""
+    The job dir's sandbox.txt says what the kernel enforces for this job, or why it enforces nothing (not
+    stderr.log: its last line is a crash's reason)."""
     from core import landlock
 
     try:
         applied = landlock.restrict(write_dirs, deny_tcp=deny_tcp)
     except OSError as exc:
         applied = f"Landlock not applied ({exc}); the audit hook still guards"
-    print(f"sandbox: {applied or 'no Landlock in this kernel; the audit hook still guards'}", file=sys.stderr,
-          flush=True)
+    text = applied or "no Landlock in this kernel; the audit hook still guards"
+    try:
+        with open(os.path.join(write_dirs[0], CONFINEMENT_FILE), "w") as fh:
+            fh.write(text + "\n")
+    except OSError:
+        pass  # a report only
 
 
 def _loopback_up() -> None:

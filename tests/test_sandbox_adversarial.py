@@ -22,7 +22,7 @@ from core import landlock
 from core.config import EarlyKillConfig, LimitsConfig
 from core.jobs import JobHandle, run_probe, start_job
 from core.jobspec import JobResult, JobSpec
-from core.sandbox import KILL_GRACE_S, LANDLOCK_SWITCH, VIOLATIONS_FILE
+from core.sandbox import CONFINEMENT_FILE, KILL_GRACE_S, LANDLOCK_SWITCH, VIOLATIONS_FILE
 
 ROOT = Path(__file__).resolve().parent.parent
 ADV = ROOT / "tests" / "adversarial"
@@ -239,7 +239,7 @@ def test_torch_save_outside_the_worktree_is_refused_by_the_kernel(tmp_path: Path
     result = arena.run_recipe_job(POISE_TEST_TARGET=str(target))
     assert result.outcome == "crashed" and "torch.save outside: refused" in result.reason
     assert not target.exists()
-    assert "sandbox: Landlock ABI" in (arena.job / "stderr.log").read_text()  # the job says what confined it
+    assert (arena.job / CONFINEMENT_FILE).read_text().startswith("Landlock ABI")  # the job says what confined it
     arena.assert_nothing_outside_changed()
 
 
