@@ -232,11 +232,15 @@ def test_without_landlock_the_same_threads_get_through_so_the_attack_is_real(tmp
     assert victim.wait(10) == -signal.SIGKILL
 
 
-@needs_landlock
-def test_torch_save_outside_the_worktree_is_refused_by_the_kernel(tmp_path: Path) -> None:
+def run_torch_save(tmp_path: Path) -> tuple[Arena, Path, JobResult]:
     arena = Arena(tmp_path, "torch_save_outside.py")
     target = tmp_path / "outside" / "poison.pt"
-    result = arena.run_recipe_job(POISE_TEST_TARGET=str(target))
+    return arena, target, arena.run_recipe_job(POISE_TEST_TARGET=str(target))
+
+
+@needs_landlock
+def test_torch_save_outside_the_worktree_is_refused_by_the_kernel(tmp_path: Path) -> None:
+    arena, target, result = run_torch_save(tmp_path)
     assert result.outcome == "crashed" and "torch.save outside: refused" in result.reason
     assert not target.exists()
     assert (arena.job / CONFINEMENT_FILE).read_text().startswith("Landlock ABI")  # the job says what confined it
@@ -246,8 +250,6 @@ def test_torch_save_outside_the_worktree_is_refused_by_the_kernel(tmp_path: Path
 @needs_landlock
 def test_without_landlock_torch_save_writes_outside_so_the_attack_is_real(tmp_path: Path, monkeypatch) -> None:
     monkeypatch.setenv(LANDLOCK_SWITCH, "0")
-    arena = Arena(tmp_path, "torch_save_outside.py")
-    target = tmp_path / "outside" / "poison.pt"
-    result = arena.run_recipe_job(POISE_TEST_TARGET=str(target))
+    _, target, result = run_torch_save(tmp_path)
     assert result.outcome == "crashed" and "torch.save outside: written" in result.reason
     assert target.exists()
