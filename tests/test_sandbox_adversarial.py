@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from core import landlock
+from core import landlock, zygote
 from core.config import EarlyKillConfig, LimitsConfig
 from core.jobs import JobHandle, run_probe, start_job
 from core.jobspec import JobResult, JobSpec
@@ -239,7 +239,9 @@ def run_torch_save(tmp_path: Path) -> tuple[Arena, Path, JobResult]:
 
 
 @needs_landlock
-def test_torch_save_outside_the_worktree_is_refused_by_the_kernel(tmp_path: Path) -> None:
+@pytest.mark.parametrize("warm", [True, False], ids=["forked-from-zygote", "fresh-interpreter"])
+def test_torch_save_outside_the_worktree_is_refused_by_the_kernel(tmp_path: Path, monkeypatch, warm: bool) -> None:
+    monkeypatch.setenv(zygote.ENV_SWITCH, "1" if warm else "0")  # both ways of starting a job confine it
     arena, target, result = run_torch_save(tmp_path)
     assert result.outcome == "crashed" and "torch.save outside: refused" in result.reason
     assert not target.exists()
