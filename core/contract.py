@@ -21,6 +21,7 @@ torch is imported lazily so that `import core.contract` stays cheap for the TUI.
 from __future__ import annotations
 
 import dataclasses
+import math
 import sys
 from dataclasses import dataclass, field
 from types import ModuleType
@@ -41,7 +42,7 @@ class RolloutBatch:
     """One batch of sampled responses, B = prompts x group size, T = max response tokens.
 
     Fields (shapes):
-      rewards        float [B]     the scalar reward the recipe optimises (tiny and math: correctness)
+      rewards        float [B]     the scalar reward the recipe optimises: sum_k reward_weights[k] * reward_parts[k]
       group_ids      long  [B]     responses with the same id answer the same prompt
       valid          bool  [B]     the answer was parseable in the strict format
       truncated      bool  [B]     the response hit the length limit
@@ -51,6 +52,9 @@ class RolloutBatch:
       ref_logprobs   float [B, T]  log pi_ref(token), or None when the run has no reference
       step, total_steps            training progress, for schedules
       reward_parts   dict name -> float [B]   reward components and side signals (correct, format, ...)
+      reward_weights dict name -> float       how `rewards` is made of the parts; a part not named here is a side
+                                   signal (tiny: {"correct": 1.0}; math: {"correct": 1, "format": format_weight}).
+                                   Empty when the recipe did not say: then every part counts with weight 1.
       max_response_len             the generation limit T_max, for length shaping
       entropy        float [B, T]  current-policy token entropy WITH grad; the trainer
                                    fills it before compute_policy_loss (None before that)
@@ -67,6 +71,7 @@ class RolloutBatch:
     step: int = 0
     total_steps: int = 1
     reward_parts: dict[str, torch.Tensor] = field(default_factory=dict)
+    reward_weights: dict[str, float] = field(default_factory=dict)
     max_response_len: int = 0
     entropy: torch.Tensor | None = None
 
@@ -131,6 +136,10 @@ def _validate(b: RolloutBatch) -> None:
         need(tuple(b.ref_logprobs.shape) == shape, f"ref_logprobs shape {tuple(b.ref_logprobs.shape)} != {shape}")
     for key, part in b.reward_parts.items():
         need(_is_tensor(part) and tuple(part.shape) == (bsz,), f"reward_parts[{key!r}] must have shape [B]")
+    for key, weight in b.reward_weights.items():
+        need(key in b.reward_parts, f"reward_weights[{key!r}] names no reward part (parts: {sorted(b.reward_parts)})")
+        need(isinstance(weight, (int, float)) and not isinstance(weight, bool) and math.isfinite(weight),
+             f"reward_weights[{key!r}] must be a finite number, got {weight!r}")
     need(0 <= b.step <= max(b.total_steps, 1), f"step {b.step} outside [0, total_steps={b.total_steps}]")
 
 

@@ -40,6 +40,12 @@ def test_valid_batch_has_sizes():
         ({"group_ids": torch.tensor([0.0, 0.0, 1.0, 1.0])}, "group_ids must be integer"),
         ({"reward_parts": {"fmt": torch.zeros(3)}}, "reward_parts['fmt']"),
         ({"step": 7, "total_steps": 5}, "step 7 outside"),
+        ({"reward_parts": {"fmt": torch.zeros(4)}, "reward_weights": {"correct": 1.0}},
+         "reward_weights['correct'] names no reward part (parts: ['fmt'])"),
+        ({"reward_parts": {"fmt": torch.zeros(4)}, "reward_weights": {"fmt": float("inf")}},
+         "reward_weights['fmt'] must be a finite number"),
+        ({"reward_parts": {"fmt": torch.zeros(4)}, "reward_weights": {"fmt": torch.tensor(1.0)}},
+         "reward_weights['fmt'] must be a finite number"),
     ],
 )
 def test_invalid_batches_are_named(over, msg):
@@ -54,6 +60,11 @@ def test_select_keeps_rows_aligned():
     assert s.rewards.tolist() == [0.0, 1.0]
     assert s.reward_parts["fmt"].tolist() == [2.0, 3.0]
     assert s.ref_logprobs.shape == (2, 5)
+
+
+def test_select_keeps_the_reward_weights():
+    b = batch(reward_parts={"fmt": torch.ones(4)}, reward_weights={"fmt": 0.5})
+    assert b.select(torch.tensor([True, False, True, False])).reward_weights == {"fmt": 0.5}
 
 
 def test_check_module_names_missing_pieces():

@@ -136,6 +136,20 @@ def test_adapter_trains_with_the_candidate_and_changes_parameters(tiny, tmp_path
     assert len(logs) == 2 and all("algo/clip_frac" in h and 0 <= h["poise/kept_frac"] <= 1 for h in logs)
 
 
+def test_the_batch_says_how_its_reward_is_weighted(tiny, tmp_path):
+    """GDPO weighs each normalised part as the reward does; the batch must carry TRL's reward_weights."""
+    cand = write_candidate(tmp_path)
+    trainer = make_trainer(tiny, cand, tmp_path, tiny["problems"][:2], reward_weights=[1.0, 0.5])
+    rows = [{"prompt": rewards.format_prompt(p.problem), "answer": p.answer} for p in tiny["problems"][:2]]
+    trainer.model.train()
+    torch.manual_seed(0)
+    trainer._generate_and_score_completions([r for r in rows for _ in range(GROUP)])
+    batch = trainer._whole[0]
+    assert batch.reward_weights == {"correct": 1.0, "format": 0.5}
+    parts = batch.reward_parts
+    assert torch.allclose(batch.rewards, parts["correct"] + 0.5 * parts["format"])
+
+
 DROP_FIRST_GROUP = '''
 
 def filter_groups(batch, hp):

@@ -132,6 +132,18 @@ def test_gdpo_normalises_parts_separately() -> None:
     assert not torch.allclose(adv("gdpo", b, batch_norm=False), summed, atol=1e-2)
 
 
+def test_gdpo_weighs_parts_as_the_recipe_does_and_skips_side_signals() -> None:
+    parts = {"correct": torch.tensor([1.0, 0, 1, 0]), "format": torch.tensor([1.0, 1, 1, 0])}
+    s_c, s_f = torch.tensor([1.0, 0, 1, 0]).std().item(), torch.tensor([1.0, 1, 1, 0]).std().item()
+    norm_c = torch.tensor([.5, -.5, .5, -.5]) / (s_c + 1e-4)  # hand-computed group-normalised parts
+    norm_f = torch.tensor([.25, .25, .25, -.75]) / (s_f + 1e-4)
+    weighted = batch_of([1.5, 0.5, 1.5, 0], reward_parts=parts, reward_weights={"correct": 1.0, "format": 0.5})
+    assert torch.allclose(adv("gdpo", weighted, batch_norm=False).float(), norm_c + 0.5 * norm_f, atol=1e-5)
+    # tiny's case: "format" is a side signal, so GDPO sees correctness alone, not an invented format reward
+    side = batch_of([1, 0, 1, 0], reward_parts=parts, reward_weights={"correct": 1.0})
+    assert torch.allclose(adv("gdpo", side, batch_norm=False).float(), norm_c, atol=1e-5)
+
+
 def test_av_sigma_is_the_population_group_std() -> None:
     for batch in probe_batches():
         r = batch.rewards

@@ -140,3 +140,19 @@ def test_the_batch_carries_the_generation_limit_not_the_longest_response():
     batch = make_batch(ro, problems, 2, 0, 10, None, max_response_len=32)
     assert batch.max_response_len == 32 and batch.num_tokens == 5
     assert batch.lengths.tolist() == [5, 3, 4, 2]
+
+
+def test_the_reward_is_correctness_and_format_a_side_signal():
+    """GDPO sums the weighted parts: an unweighted "format" would become a reward the recipe does not give."""
+    from core.recipes.tiny.rollout import Rollout
+    from core.recipes.tiny.task import Problem
+    from core.recipes.tiny.trainer import make_batch
+
+    mask = torch.ones(4, 5)
+    ro = Rollout(prompt_ids=torch.ones(4, 3, dtype=torch.long), prompt_mask=torch.ones(4, 3, dtype=torch.long),
+                 response_ids=torch.ones(4, 5, dtype=torch.long), response_mask=mask, logprobs=torch.zeros(4, 5),
+                 truncated=torch.zeros(4, dtype=torch.bool), texts=["1 #### 2", "1 #### 3", "x", "1 #### 2"])
+    batch = make_batch(ro, [Problem("add1", "1+1=", 2, "#### 2")] * 4, 2, 0, 10, None, max_response_len=5)
+    assert batch.rewards.tolist() == [1.0, 0.0, 0.0, 1.0] and batch.reward_parts["format"].tolist() == [1, 1, 0, 1]
+    assert batch.reward_weights == {"correct": 1.0}
+    assert torch.equal(batch.rewards, sum(w * batch.reward_parts[k] for k, w in batch.reward_weights.items()))

@@ -182,7 +182,8 @@ def trl_advantages(batch, **settings) -> torch.Tensor:
     bsz, _t = batch.response_mask.shape
     trainer = trl_trainer(**settings)
     trainer.reward_func_names = [f"r{k}" for k in range(len(parts))]
-    trainer.reward_weights = torch.ones(len(parts))
+    names = list(batch.reward_parts) if len(parts) > 1 else ["rewards"]
+    trainer.reward_weights = torch.tensor([float(batch.reward_weights.get(n, 1.0)) for n in names])
     trainer.reward_funcs = [None] * len(parts)
     trainer._tokenizer = SimpleNamespace(pad_token_id=0)
     trainer._logs = {"prompt": [], "completion": [], "rewards": defaultdict(list), "advantages": [],
@@ -203,6 +204,9 @@ ADV_CASES = {
     "dr_grpo": ({"name": "dr_grpo"}, {"scale_rewards": "none"}),
     "gdpo": ({"name": "gdpo"}, {"multi_objective_aggregation": "normalize_then_sum"}),
 }
+# Reward weights per case (recipe math's {"correct": 1, "format": format_weight}); none = every part weight 1.
+ADV_WEIGHTS = {"gdpo_weighted": {"correct": 1.0, "format": 0.3}, "gdpo_side_signal": {"correct": 1.0, "format": 0.0}}
+ADV_CASES.update(dict.fromkeys(ADV_WEIGHTS, ADV_CASES["gdpo"]))
 
 
 @pytest.mark.parametrize("case", sorted(ADV_CASES))
@@ -212,6 +216,7 @@ def test_advantages_match_trl(case: str, binary: bool) -> None:
     batch = synthetic_batch(5, groups=4, group_size=6, binary=binary)
     batch.rewards = batch.rewards.float()  # TRL computes rewards in float32
     batch.reward_parts = {k: v.float() for k, v in batch.reward_parts.items()}
+    batch.reward_weights = ADV_WEIGHTS.get(case, {})
     comp = Composition.from_dict({"advantage": spec, "policy_loss": "ppo_clip"})
     ours = run_advantages(comp, batch)
     theirs = trl_advantages(batch, num_generations=6, **settings)

@@ -111,18 +111,23 @@ def gpg_advantage(batch: "RolloutBatch", rewards: torch.Tensor, f_norm: float = 
 
 @register_advantage("gdpo")
 def gdpo_advantage(batch: "RolloutBatch", rewards: torch.Tensor, eps: float = 1e-4, batch_norm: bool = True) -> torch.Tensor:
-    """GDPO: normalise each reward component within its group separately, then sum.
+    """GDPO: normalise each reward component within its group separately, then take their weighted sum.
 
     Shapes: batch.reward_parts name -> [B]; rewards [B] (used only when there are no parts) -> [B].
-    Formula: A_i = sum_k (R^k_i - mean_g(R^k)) / (std_g(R^k) + eps), then (batch_norm)
-    (A - mean_B(A)) / (std_B(A) + eps). Reward shaping reaches GDPO only through reward_parts.
+    Formula: A_i = sum_k w_k (R^k_i - mean_g(R^k)) / (std_g(R^k) + eps), then (batch_norm)
+    (A - mean_B(A)) / (std_B(A) + eps). w_k = batch.reward_weights[k]: the weights the recipe's reward is
+    made with, so a side signal (a part without a weight) is not turned into a reward; every part has
+    w_k = 1 when the recipe gave no weights. Reward shaping reaches GDPO only through reward_parts.
     Cite: Liu et al. 2026, GDPO: Group reward-Decoupled normalization (arXiv 2601.05242);
-    TRL multi_objective_aggregation="normalize_then_sum".
+    TRL multi_objective_aggregation="normalize_then_sum" (with its reward_weights).
     """
-    parts = list(batch.reward_parts.values()) or [rewards]
+    weights = batch.reward_weights or dict.fromkeys(batch.reward_parts, 1.0)
     total = torch.zeros_like(rewards)
-    for part in parts:
-        total = total + grpo_advantage(batch, part.to(rewards.dtype), eps=eps)
+    for name, weight in weights.items():
+        if weight:
+            total = total + weight * grpo_advantage(batch, batch.reward_parts[name].to(rewards.dtype), eps=eps)
+    if not batch.reward_parts:
+        total = grpo_advantage(batch, rewards, eps=eps)
     if not batch_norm:
         return total
     return (total - total.mean()) / (batch_std(total) + eps)

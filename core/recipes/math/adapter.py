@@ -168,6 +168,7 @@ class ContractGRPOTrainer(GRPOTrainer):
             step=min(self.state.global_step, max(self.state.max_steps, 1)),
             total_steps=max(self.state.max_steps, 1),
             reward_parts={k[len(PART_PREFIX):]: v.float() for k, v in src.items() if k.startswith(PART_PREFIX)},
+            reward_weights={n: float(w) for n, w in zip(self.reward_func_names, self.reward_weights.tolist())},
             max_response_len=int(self.max_completion_length),
             entropy=entropy,
         )

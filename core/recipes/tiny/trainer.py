@@ -45,6 +45,10 @@ def needs_reference(hp: dict[str, Any]) -> bool:
     return float(hp.get("kl_coef", 0.0) or 0.0) > 0 or bool(hp.get("use_reference", False))
 
 
+# The reward is correctness alone; "format" is a side signal (a correct answer is always format-valid).
+REWARD_WEIGHTS = {"correct": 1.0}
+
+
 def make_batch(ro: Rollout, problems: list[Problem], group_size: int, step: int, total: int,
                ref_logprobs: torch.Tensor | None, max_response_len: int) -> RolloutBatch:
     """Score the responses and pack the contract's RolloutBatch (rows are grouped by prompt).
@@ -60,7 +64,8 @@ def make_batch(ro: Rollout, problems: list[Problem], group_size: int, step: int,
         rewards=correct.clone(), group_ids=torch.arange(len(problems)) // group_size, valid=valid,
         truncated=ro.truncated.clone(), response_mask=ro.response_mask, old_logprobs=ro.logprobs,
         lengths=ro.response_mask.sum(1).long(), ref_logprobs=ref_logprobs, step=step, total_steps=total,
-        reward_parts={"correct": correct, "format": valid.float()}, max_response_len=max_response_len)
+        reward_parts={"correct": correct, "format": valid.float()}, reward_weights=REWARD_WEIGHTS,
+        max_response_len=max_response_len)
 
 
 def rollout_stats(b: RolloutBatch) -> dict[str, float]:
