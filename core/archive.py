@@ -28,7 +28,7 @@ from tinydb import Storage, TinyDB
 from core.errors import ArchiveError, CorruptArchiveError, RunDirError, UnknownCandidateError
 from core.jobspec import JobResult
 from core.runstate import pid_alive
-from core.stats import aggregate_results
+from core.stats import DEFAULT_INTERVAL, aggregate_results, summarize
 
 ARCHIVE_FILE = "archive.json"
 TABLE = "candidates"
@@ -104,7 +104,7 @@ class Candidate:
         problem = _nested_problem(kept)
         if problem:
             raise TypeError(problem)
-        return cls(**kept)
+        return cls(**_with_current_intervals(kept))
 
     def score(self, split: str = "overall", part: str = "selection") -> float | None:
         """Mean of one metric, or None when the candidate has none."""
@@ -143,6 +143,23 @@ def _nested_problem(rec: dict[str, Any]) -> str | None:
                 return (f"field 'metrics' {part}/{split} is {_short(m)}, expected an object with numbers "
                         "mean, lo, hi, n and an object per_seed")
     return None
+
+
+def _with_current_intervals(rec: dict[str, Any]) -> dict[str, Any]:
+    """The record with each metric stored under another interval method (archives from before Student-t
+    intervals hold percentile-bootstrap ones, and no "interval" key) recomputed from its own per-seed values.
+    Mixing the two methods in one run would make an old candidate's interval look tighter than a new one's
+    for the same spread. Nothing is lost: the stored record is rewritten only by the next write."""
+    metrics = rec.get("metrics", {})
+    if not any(_stale_interval(m) for splits in metrics.values() for m in splits.values()):
+        return rec
+    fresh = {part: {split: summarize(m["per_seed"]) if _stale_interval(m) else m for split, m in splits.items()}
+             for part, splits in metrics.items()}
+    return {**rec, "metrics": fresh}
+
+
+def _stale_interval(metric: dict[str, Any]) -> bool:
+    return metric.get("interval") != DEFAULT_INTERVAL and bool(metric["per_seed"])
 
 
 def _is_number(x: Any) -> bool:

@@ -59,10 +59,12 @@ def _normalise(per_seed: Mapping[Seed, float]) -> dict[str, float]:
 
 
 INTERVALS = ("t", "bootstrap")
+DEFAULT_INTERVAL = "t"  # what aggregate_results (and so every stored metric) uses
 
 
 def summarize(
-    per_seed: Mapping[Seed, float], n_boot: int = 2000, alpha: float = 0.05, rng_seed: int = 0, method: str = "t"
+    per_seed: Mapping[Seed, float], n_boot: int = 2000, alpha: float = 0.05, rng_seed: int = 0,
+    method: str = DEFAULT_INTERVAL,
 ) -> dict[str, Any]:
     """Mean and (1 - alpha) interval over seeds, by `method` (module docstring).
 
@@ -108,7 +110,7 @@ def _bootstrap_interval(arr: np.ndarray, mean: float, n_boot: int, alpha: float,
 
 def paired_difference(
     a: Mapping[Seed, float], b: Mapping[Seed, float], n_boot: int = 2000, alpha: float = 0.05, rng_seed: int = 0,
-    method: str = "t",
+    method: str = DEFAULT_INTERVAL,
 ) -> dict[str, Any]:
     """Mean of a[s] - b[s] over the seeds both have, with its interval (summarize's `method`).
 

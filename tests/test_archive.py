@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import itertools
 import json
+import statistics
+from dataclasses import asdict
 from pathlib import Path
 
 import pytest
@@ -99,6 +101,20 @@ def test_record_result_aggregates_metrics(arch: Archive, tmp_path: Path) -> None
     assert c.metrics["selection"]["easy"]["mean"] == pytest.approx(0.4)
     assert c.metrics["selection"]["overall"]["n"] == 2
     assert c.score("easy") == pytest.approx(0.4)
+
+
+def test_metrics_stored_with_percentile_intervals_are_read_as_t_intervals(tmp_path: Path) -> None:
+    """An archive from before Student-t intervals: its candidates must not be compared on another method."""
+    results = {str(s): asdict(JobResult(outcome="evaluated", overall={"selection": v})) for s, v in enumerate((.2, .4, .9))}
+    old = {"mean": 0.5, "lo": 0.2, "hi": 0.9, "n": 3, "per_seed": {"0": .2, "1": .4, "2": .9}}  # [min, max]: no key
+    rec = Candidate(id="seed", origin="seed", seeds=[0, 1, 2], results=results,
+                    metrics={"selection": {"overall": old}}).to_dict()
+    (tmp_path / "archive.json").write_text(json.dumps({"candidates": {"1": rec}}))
+    m = Archive.open(tmp_path, readonly=True).get("seed").metrics["selection"]["overall"]
+    half = 4.302653 * statistics.stdev([.2, .4, .9]) / 3 ** 0.5  # t(0.975, df=2) by hand, from a table
+    assert m["interval"] == "t" and m["mean"] == pytest.approx(0.5)
+    assert (m["lo"], m["hi"]) == pytest.approx((0.5 - half, 0.5 + half), abs=1e-5)
+    assert json.loads((tmp_path / "archive.json").read_text())["candidates"]["1"]["metrics"] == rec["metrics"]
 
 
 def test_add_cost_accumulates(arch: Archive) -> None:
