@@ -192,6 +192,8 @@ def cmd_show(a: argparse.Namespace) -> int:
     print(f"{c.id}  {c.title}  [{c.status}]  parents: {', '.join(c.parent_ids) or '-'}  origin: {c.origin}")
     print(f"branch {c.branch} @ {c.commit[:10]}  seeds {c.seeds}")
     print(f"overall selection {_overall(c)}  held-out {_overall(c, 'heldout')}")
+    for line in gain_lines(c.results):
+        print(line)
     for h in c.history:
         print(f"  {h['status']:<12} {h.get('reason', '')}")
     for key in ("proposal", "verification", "reflection", "costs"):
@@ -305,9 +307,31 @@ def cmd_eval(a: argparse.Namespace) -> int:
 
     c = Engine(Path(a.dir)).evaluate_candidate(a.id, seeds=a.seeds, echo=True)
     print(f"{c.id}: {c.status}  overall selection {_overall(c)}  held-out {_overall(c, 'heldout')}")
+    for line in gain_lines(c.results):
+        print(line)
     ran = [str(s) for s in (a.seeds or c.seeds)]
     # a reflected candidate stays reflected after more seeds: success is every seed asked for evaluated
     return 0 if all((c.results.get(s) or {}).get("outcome") == "evaluated" for s in ran) else 1
+
+
+def gain_lines(results: dict) -> list[str]:
+    """The RL gain over the warm start per part: the interval over seeds (on this eval set), and the wider
+    one that also counts the eval problems as a sample (core/eval_noise.py), which is what a claim about
+    the task rests on. Nothing for a recipe without a warm start score."""
+    from core.eval_noise import describe, gain_over_warm_start
+
+    lines = []
+    for part, name in (("heldout", "held-out"), ("selection", "selection")):
+        gain = gain_over_warm_start(results, part)
+        if gain is None:
+            continue
+        seeds_only, with_problems = gain
+        lines.append(f"RL gain over the warm start, {name} Overall: {seeds_only['mean']:+.3f} "
+                     f"[{seeds_only['lo']:+.3f}, {seeds_only['hi']:+.3f}] over {seeds_only['n']} seed"
+                     + ("s" if seeds_only["n"] != 1 else ""))
+        if with_problems:
+            lines.append(f"  with problem sampling too: {describe(with_problems)}")
+    return lines
 
 
 def cmd_run(a: argparse.Namespace) -> int:

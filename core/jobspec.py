@@ -73,6 +73,10 @@ class JobResult:
     # eval[part][split] = score in [0, 1]; part is "selection" or "heldout"
     eval: dict[str, dict[str, float]] = field(default_factory=dict)
     overall: dict[str, float] = field(default_factory=dict)   # part -> weighted Overall
+    # per_problem[part][split] = each eval problem's score, in the eval set's fixed order (the same for every
+    # candidate and seed of a run): what core.eval_noise pairs per problem. weights: Overall's split weights.
+    per_problem: dict[str, dict[str, list[float]]] = field(default_factory=dict)
+    weights: dict[str, float] = field(default_factory=dict)
     wall_s: float = 0.0
     steps_done: int = 0
     extra: dict[str, Any] = field(default_factory=dict)       # recipe-specific (timings, warm-start scores)

@@ -254,6 +254,18 @@ def _fresh_line(c: Candidate, seed: Candidate | None, run_seeds: list[int] | Non
             f"Overall paired difference to the seed {paired_vs(c, seed, only_seeds=fresh)}.")
 
 
+def _problem_line(c: Candidate, seed: Candidate | None) -> str:
+    """The held-out difference to the seed with the eval problems counted as a sample too: the interval a
+    claim about the task (not about these problems) rests on."""
+    from core.eval_noise import describe, paired_with_problems
+
+    d = paired_with_problems(c.results, seed.results, "heldout") if seed is not None and seed is not c else None
+    if d is None:
+        return ""
+    return (f" Held-out Overall paired difference to the seed, counting the held-out problems as a sample "
+            f"as well as the seeds (core/eval_noise.py): {describe(d)}.")
+
+
 def _candidate_detail(c: Candidate, seed: Candidate | None, diff: str, run_seeds: list[int] | None) -> str:
     head = f"### `{c.id}`: {_title(c)}{_unconfirmed(c)}\n\nParents: {', '.join(c.parent_ids) or 'none'}."
     mechanisms = [t for t in c.tags or [] if t != CONFIRMED_TAG]  # a status mark, not a mechanism
@@ -261,6 +273,7 @@ def _candidate_detail(c: Candidate, seed: Candidate | None, diff: str, run_seeds
         head += f" Mechanisms: {', '.join(mechanisms)}."
     if is_confirmed(c):
         head += f" Confirmed on fresh seeds; seeds run: {', '.join(map(str, c.seeds))}." + _fresh_line(c, seed, run_seeds)
+    head += _problem_line(c, seed)
     mech = (c.proposal or {}).get("mechanism")
     if mech:
         head += f"\n\nMechanism: {mech}"

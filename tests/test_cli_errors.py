@@ -153,7 +153,10 @@ def test_an_edit_left_in_a_worktree_is_discarded_and_a_tampered_commit_changes_n
     pristine = contract.read_text()
     contract.write_text(pristine + "edited by hand\n")
     before = Archive.open(run, readonly=True).get("seed")
-    poise(["eval", run, "seed"], cache, timeout=300)  # its seeds are done: nothing trains, nothing is refused
+    out = poise(["eval", run, "seed"], cache, timeout=300)  # its seeds are done: nothing trains, nothing is refused
+    # the RL gain over the warm start, per part, over seeds and over seeds x problems (1 seed; 6 splits x 8)
+    assert "RL gain over the warm start, held-out Overall: " in out.stdout, out.stdout
+    assert "with problem sampling too: " in out.stdout and "over 1 seed x 48 problems" in out.stdout, out.stdout
     assert contract.read_text() == pristine
     assert Archive.open(run, readonly=True).get("seed").results == before.results
 

@@ -5,11 +5,13 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from dataclasses import asdict
 from pathlib import Path
 
 import pytest
 
 from core.jobspec import METRIC_KEYS, JobResult, JobSpec, read_metrics
+from core.recipes.tiny.config import TinyConfig
 
 REPO = Path(__file__).resolve().parents[1]
 GRPO = REPO / "core" / "recipes" / "tiny" / "grpo_fallback.py"
@@ -63,6 +65,14 @@ def test_full_job_reports_both_parts_and_the_warm_start(tmp_path: Path, cache: P
     assert all(0.0 <= v <= 1.0 for part in result.eval.values() for v in part.values())
     warm = result.extra["warm_start"]
     assert set(warm["overall"]) == {"selection", "heldout"}
+    # each problem's score, in the eval set's order, averaging to the split's score; the warm start's too
+    for res in (asdict(result), warm):
+        for part, splits_scores in res["eval"].items():
+            for split, score in splits_scores.items():
+                solved = res["per_problem"][part][split]
+                assert len(solved) == spec.recipe_config["eval_size"] and set(solved) <= {0, 1}
+                assert sum(solved) / len(solved) == pytest.approx(score)
+        assert res["weights"] == TinyConfig().weights  # every split is evaluated, so all of Overall's weights
     cached = list((cache / "tiny").glob("*/warm_eval_*.json"))
     assert len(cached) == 1  # computed once per model, next to it
 

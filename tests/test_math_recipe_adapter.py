@@ -313,6 +313,9 @@ def test_run_job_trains_emits_metrics_and_evaluates_both_parts(tiny, tmp_path):
     assert set(result.eval) == {"selection", "heldout"}
     assert all(set(part) == {"amc", "math500"} for part in result.eval.values())
     assert "renormalised" in result.extra["overall_weights"]
+    assert result.weights == {"amc": 0.15, "math500": 0.15}  # the paper's, for the benchmarks present
+    for part, scores in result.eval.items():
+        assert {k: sum(v) / len(v) for k, v in result.per_problem[part].items()} == pytest.approx(scores)
     assert result.extra["device"] == ("cuda" if torch.cuda.is_available() else "cpu")
 
 

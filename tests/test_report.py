@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -27,9 +28,16 @@ RUN: list[tuple[str, list[str], list[float], list[float], str]] = [
 
 
 def _result(sel: float, held: float) -> JobResult:
-    return JobResult("evaluated", eval={"selection": {"easy": sel + 0.1, "hard": sel - 0.1},
-                                        "heldout": {"easy": held + 0.1, "hard": held - 0.1}},
-                     overall={"selection": sel, "heldout": held})
+    scores = {"selection": {"easy": sel + 0.1, "hard": sel - 0.1}, "heldout": {"easy": held + 0.1, "hard": held - 0.1}}
+    return JobResult("evaluated", eval=scores, overall={"selection": sel, "heldout": held},
+                     per_problem={part: {split: _solved(v) for split, v in splits.items()} for part, splits in scores.items()},
+                     weights={"easy": 0.5, "hard": 0.5})
+
+
+def _solved(score: float, problems: int = 100) -> list[int]:
+    """Per-problem scores with this mean: the first round(score * 100) problems solved."""
+    ones = round(score * problems)
+    return [1] * ones + [0] * (problems - ones)
 
 
 def _write_curve(run: Path, cid: str, seed: int, slope: float) -> None:
@@ -90,6 +98,15 @@ def test_paired_difference_to_the_seed_is_reported(report: tuple[Path, str]) -> 
     c003_row = next(line for line in text.splitlines() if line.startswith("| 1 | `c003`"))
     # c003 - seed = (0.15, 0.12, 0.15): mean 0.14, s = 0.01732, s / sqrt(3) = 0.01; t(2 df, 0.975) = 4.3027.
     assert "+0.140 [+0.097, +0.183] (n=3)" in c003_row.split("|")[6]
+
+
+def test_the_difference_counting_problem_sampling_is_wider_than_over_seeds_alone(report: tuple[Path, str]) -> None:
+    _, text = report
+    c001 = text.split("### `c001`")[1].split("###")[0]
+    line = next(x for x in c001.split(". ") if "counting the held-out problems as a sample" in x)
+    assert "over 3 seeds x 200 problems" in line, line
+    mean, lo, hi = (float(x) for x in re.findall(r"[+-]\d\.\d{3}", line)[:3])
+    assert mean == pytest.approx(0.1) and lo < 0.1 < hi  # over seeds alone it is the point [+0.100, +0.100]
 
 
 def test_reflections_principles_and_genealogy_are_in_the_report(report: tuple[Path, str]) -> None:

@@ -114,17 +114,23 @@ def score_benchmark(sampler: Sampler, name: str, problems: list[Problem], k: int
     return [float(score(s[0], p.answer).correct) for s, p in zip(samples, problems)]
 
 
+PerProblem = dict[str, dict[str, list[float]]]  # [part][benchmark] -> one score per problem
+
+
 def evaluate(sampler: Sampler, sets: dict[str, dict[str, list[Problem]]], k: int, temperature: float,
-             max_tokens: int) -> tuple[dict[str, dict[str, float]], dict[str, float], str]:
-    """sets[name][part] -> problems. Returns (eval[part][name], overall[part], note on the weights)."""
+             max_tokens: int) -> tuple[dict[str, dict[str, float]], dict[str, float], str, PerProblem]:
+    """sets[name][part] -> problems. Returns (eval[part][name], overall[part], note on the weights,
+    per_problem[part][name]: each problem's score in the set's fixed order)."""
     result: dict[str, dict[str, float]] = {"selection": {}, "heldout": {}}
+    per_problem: PerProblem = {"selection": {}, "heldout": {}}
     for name, parts in sets.items():
         ordered = parts["selection"] + parts["heldout"]  # one sampler call per benchmark: better batching
         scores = score_benchmark(sampler, name, ordered, k, temperature, max_tokens)
         cut = len(parts["selection"])
         for part, values in (("selection", scores[:cut]), ("heldout", scores[cut:])):
             result[part][name] = sum(values) / len(values) if values else 0.0
+            per_problem[part][name] = [float(v) for v in values]
     totals, note = {}, ""
     for part, part_scores in result.items():
         totals[part], note = overall(part_scores)
-    return result, totals, note
+    return result, totals, note, per_problem

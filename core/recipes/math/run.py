@@ -20,7 +20,7 @@ from core.contract import check_module
 from core.errors import ConfigError, ModelNotFoundError
 from core.jobspec import JobResult, JobSpec
 from core.recipes.math.config import MathConfig
-from core.recipes.math.data import Problem, load_benchmark, load_math_train, split_parts
+from core.recipes.math.data import PAPER_WEIGHTS, Problem, load_benchmark, load_math_train, split_parts
 
 Emit = Callable[[dict[str, Any]], None]
 
@@ -182,7 +182,9 @@ def run_job(spec: JobSpec, candidate_module: ModuleType, emit: Emit) -> JobResul
     if spec.mode == "smoke":
         return JobResult("evaluated", wall_s=time.monotonic() - t0, steps_done=trainer.state.global_step, extra=extra)
     sampler = final_sampler(trainer, spec.seed)
-    scores, totals, note = evaluate(sampler, sets, cfg.pass_k, cfg.eval_temperature, cfg.eval_max_tokens)
+    scores, totals, note, per_problem = evaluate(sampler, sets, cfg.pass_k, cfg.eval_temperature, cfg.eval_max_tokens)
     extra.update(eval_s=time.monotonic() - t0 - train_s, overall_weights=note)
-    return JobResult("evaluated", eval=scores, overall=totals, wall_s=time.monotonic() - t0,
+    weights = {name: PAPER_WEIGHTS[name] for name in sets}
+    return JobResult("evaluated", eval=scores, overall=totals, per_problem=per_problem, weights=weights,
+                     wall_s=time.monotonic() - t0,
                      steps_done=trainer.state.global_step, extra=extra)

@@ -43,9 +43,14 @@ def _solved(model: PreTrainedModel, tok: PreTrainedTokenizerFast, problems: list
     return solved
 
 
+Scores = dict[str, dict[str, float]]  # [part][split]
+PerProblem = dict[str, dict[str, list[float]]]  # [part][split] -> one score per problem, in eval-set order
+
+
 def evaluate(model: PreTrainedModel, tok: PreTrainedTokenizerFast, cfg: TinyConfig, sets: EvalSets
-             ) -> tuple[dict[str, dict[str, float]], dict[str, float]]:
-    """eval[part][split] in [0, 1] and overall[part]; sampling is seeded by task_seed so it is comparable."""
+             ) -> tuple[Scores, dict[str, float], PerProblem]:
+    """eval[part][split] in [0, 1], overall[part] and each problem's score (1 solved, 0 not); sampling is
+    seeded by task_seed so it is comparable."""
     check_eval_config(cfg)
     model.eval()
     greedy_rows = [(part, p) for part in PARTS for s in cfg.greedy_splits for p in getattr(sets, part)[s]]
@@ -53,30 +58,26 @@ def evaluate(model: PreTrainedModel, tok: PreTrainedTokenizerFast, cfg: TinyConf
                    for _ in range(cfg.pass_k)]
     g = _solved(model, tok, [p for _, p in greedy_rows], cfg.max_response_tokens, True, cfg.task_seed)
     k = _solved(model, tok, [p for _, p in sample_rows], cfg.max_response_tokens, False, cfg.task_seed)
-    scores: dict[str, dict[str, float]] = {part: {} for part in PARTS}
-    _acc_at_1(scores, greedy_rows, g)
-    _pass_at_k(scores, sample_rows, k)
-    return scores, {part: overall(scores[part], cfg.weights) for part in PARTS}
+    per_problem: PerProblem = {part: {} for part in PARTS}
+    _acc_at_1(per_problem, greedy_rows, g)
+    _pass_at_k(per_problem, sample_rows, k)
+    scores = {part: {split: sum(v) / len(v) for split, v in splits.items()} for part, splits in per_problem.items()}
+    return scores, {part: overall(scores[part], cfg.weights) for part in PARTS}, per_problem
 
 
-def _acc_at_1(scores: dict[str, dict[str, float]], rows: list[tuple[str, Problem]], ok: list[bool]) -> None:
-    tally: dict[tuple[str, str], list[bool]] = {}
+def _acc_at_1(per_problem: PerProblem, rows: list[tuple[str, Problem]], ok: list[bool]) -> None:
     for (part, p), c in zip(rows, ok):
-        tally.setdefault((part, p.split), []).append(c)
-    for (part, split), cs in tally.items():
-        scores[part][split] = sum(cs) / len(cs)
+        per_problem[part].setdefault(p.split, []).append(int(c))
 
 
-def _pass_at_k(scores: dict[str, dict[str, float]], rows: list[tuple[str, Problem]], ok: list[bool]) -> None:
-    per_problem: dict[tuple[str, str, str], bool] = {}
+def _pass_at_k(per_problem: PerProblem, rows: list[tuple[str, Problem]], ok: list[bool]) -> None:
+    """A problem counts as solved when any of its k samples is correct (rows hold each problem k times in a row)."""
+    solved: dict[tuple[str, str, str], bool] = {}
     for (part, p), c in zip(rows, ok):
         key = (part, p.split, p.prompt)
-        per_problem[key] = per_problem.get(key, False) or c
-    tally: dict[tuple[str, str], list[bool]] = {}
-    for (part, split, _), c in per_problem.items():
-        tally.setdefault((part, split), []).append(c)
-    for (part, split), cs in tally.items():
-        scores[part][split] = sum(cs) / len(cs)
+        solved[key] = solved.get(key, False) or c
+    for (part, split, _), c in solved.items():
+        per_problem[part].setdefault(split, []).append(int(c))
 
 
 def overall(split_scores: dict[str, float], weights: dict[str, float]) -> float:
@@ -84,6 +85,11 @@ def overall(split_scores: dict[str, float], weights: dict[str, float]) -> float:
     used = {s: w for s, w in weights.items() if s in split_scores}
     total = sum(used.values())
     return sum(w * split_scores[s] for s, w in used.items()) / total if total else 0.0
+
+
+def used_weights(cfg: TinyConfig) -> dict[str, float]:
+    """Overall's weights of the evaluated splits (what JobResult.weights records)."""
+    return {s: w for s, w in cfg.weights.items() if s in cfg.greedy_splits + cfg.passk_splits}
 
 
 def warm_start_scores(model: PreTrainedModel, tok: PreTrainedTokenizerFast, cfg: TinyConfig, sets: EvalSets,
@@ -96,8 +102,11 @@ def warm_start_scores(model: PreTrainedModel, tok: PreTrainedTokenizerFast, cfg:
     key = hashlib.sha256(json.dumps(proto, sort_keys=True).encode()).hexdigest()[:12]
     path = model_path / f"warm_eval_{key}.json"
     if path.exists():
-        return json.loads(path.read_text())
-    scores, ov = evaluate(model, tok, cfg, sets)
-    result = {"eval": scores, "overall": ov}
+        cached = json.loads(path.read_text())
+        if "per_problem" in cached:  # older caches lack it: evaluate once more
+            return cached
+    scores, ov, per_problem = evaluate(model, tok, cfg, sets)
+    result = {"outcome": "evaluated", "eval": scores, "overall": ov, "per_problem": per_problem,
+              "weights": used_weights(cfg)}
     write_json_atomic(path, result)
     return result
