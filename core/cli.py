@@ -326,9 +326,7 @@ def gain_lines(results: dict) -> list[str]:
         if gain is None:
             continue
         seeds_only, with_problems = gain
-        lines.append(f"RL gain over the warm start, {name} Overall: {seeds_only['mean']:+.3f} "
-                     f"[{seeds_only['lo']:+.3f}, {seeds_only['hi']:+.3f}] over {seeds_only['n']} seed"
-                     + ("s" if seeds_only["n"] != 1 else ""))
+        lines.append(f"RL gain over the warm start, {name} Overall: {describe(seeds_only)}")
         if with_problems:
             lines.append(f"  with problem sampling too: {describe(with_problems)}")
     return lines

@@ -30,6 +30,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from core.stats import paired_difference, t_quantile
+
 INTERVAL = "t-seeds+problems"
 
 
@@ -54,9 +56,9 @@ def paired_with_problems(a: Mapping[str, Any], b: Mapping[str, Any], part: str, 
             var, terms = floor, its_terms
     mean = float(overall_s.mean())
     df = _satterthwaite(var, terms)
-    half = _t_quantile(df, 1 - alpha / 2) * var**0.5 if var > 0 else 0.0
+    half = t_quantile(df, 1 - alpha / 2) * var**0.5 if var > 0 else 0.0
     if n_s > 1:  # never narrower than the seed-only interval: it counts a subset of the same noise
-        half = max(half, _t_quantile(n_s - 1, 1 - alpha / 2) * v_seed**0.5)
+        half = max(half, t_quantile(n_s - 1, 1 - alpha / 2) * v_seed**0.5)
     return {"mean": mean, "lo": mean - half, "hi": mean + half, "n": n_s,
             "problems": int(sum(d.shape[1] for d in diffs.values())), "seed_se": v_seed**0.5,
             "problem_se": v_prob**0.5, "df": df, "interval": INTERVAL}
@@ -75,25 +77,24 @@ def _paired_arrays(a: Mapping[str, Any], b: Mapping[str, Any], part: str):
     ({}, {}) when there are none."""
     import numpy as np
 
-    seeds = [s for s in a if s in b and _scores(a[s], part) is not None and _scores(b[s], part) is not None]
-    if not seeds:
+    pairs = {s: (_scores(a[s], part), _scores(b[s], part)) for s in a if s in b}
+    pairs = {s: (sa, sb) for s, (sa, sb) in pairs.items() if sa is not None and sb is not None}
+    if not pairs:
         return {}, {}
-    first = a[seeds[0]]
-    given = first.get("weights") if isinstance(first.get("weights"), dict) else {}
-    raw = {j: float(w) for j, w in given.items() if j in _scores(first, part) and isinstance(w, (int, float))}
+    first_seed = next(iter(pairs))
+    first = pairs[first_seed][0]
+    given = a[first_seed].get("weights")
+    raw = {j: float(w) for j, w in (given if isinstance(given, dict) else {}).items()
+           if j in first and isinstance(w, (int, float)) and first[j]}
     total = sum(raw.values())
     if total <= 0:
         return {}, {}
-    rows: dict[str, list[list[float]]] = {j: [] for j in raw}
-    for s in seeds:
-        sa, sb = _scores(a[s], part), _scores(b[s], part)
-        if any(j not in sa or j not in sb or len(sa[j]) != len(sb[j]) or len(sa[j]) != len(_scores(first, part)[j])
-               for j in raw):
-            return {}, {}  # another eval set, or a split missing: these results cannot be paired per problem
-        for j in raw:
-            rows[j].append([x - y for x, y in zip(sa[j], sb[j])])
-    diffs = {j: np.asarray(r, dtype=np.float64) for j, r in rows.items() if r and r[0]}
-    return diffs, {j: raw[j] / total for j in diffs}
+    if any(j not in sa or j not in sb or not len(sa[j]) == len(sb[j]) == len(first[j])
+           for sa, sb in pairs.values() for j in raw):
+        return {}, {}  # another eval set, or a split missing: these results cannot be paired per problem
+    diffs = {j: np.asarray([sa[j] for sa, _ in pairs.values()], dtype=np.float64)
+             - np.asarray([sb[j] for _, sb in pairs.values()], dtype=np.float64) for j in raw}
+    return diffs, {j: w / total for j, w in raw.items()}
 
 
 def _scores(result: Any, part: str) -> dict[str, list[float]] | None:
@@ -124,30 +125,22 @@ def _residual_var(d) -> float:
     return float((r**2).sum()) / ((n_s - 1) * (n_p - 1)) / (n_s * n_p)
 
 
-def _t_quantile(df: int, q: float) -> float:
-    from scipy.special import stdtrit
-
-    return float(stdtrit(df, q))
-
-
 def describe(d: dict[str, Any]) -> str:
-    """'+0.034 [-0.010, +0.078] over 3 seeds x 384 problems'."""
-    seeds = f"{d['n']} seed" + ("s" if d["n"] != 1 else "")
-    return f"{d['mean']:+.3f} [{d['lo']:+.3f}, {d['hi']:+.3f}] over {seeds} x {d['problems']} problems"
+    """'+0.034 [-0.010, +0.078] over 3 seeds x 384 problems' (no problems for a seed-only difference)."""
+    over = f"{d['n']} seed" + ("s" if d["n"] != 1 else "") + (f" x {d['problems']} problems" if "problems" in d else "")
+    return f"{d['mean']:+.3f} [{d['lo']:+.3f}, {d['hi']:+.3f}] over {over}"
 
 
 def gain_over_warm_start(results: Mapping[str, Any], part: str) -> tuple[dict[str, Any], dict[str, Any] | None] | None:
     """The RL gain, Overall after training - Overall of the warm start, over a candidate's evaluated seeds:
     (seed-only paired difference, the same counting problems too, or None). None without a warm start
     (recipe tiny records it in each result's extra["warm_start"]; it is the same model for every seed)."""
-    from core.stats import paired_difference
-
     runs = {s: r for s, r in results.items() if isinstance(r, Mapping) and r.get("outcome") == "evaluated"
             and isinstance((r.get("extra") or {}).get("warm_start"), Mapping)
             and part in (r.get("overall") or {}) and part in (r["extra"]["warm_start"].get("overall") or {})}
     if not runs:
         return None
-    warm = {s: {"outcome": "evaluated", **r["extra"]["warm_start"]} for s, r in runs.items()}
+    warm = {s: r["extra"]["warm_start"] for s, r in runs.items()}
     seeds_only = paired_difference({s: r["overall"][part] for s, r in runs.items()},
                                    {s: w["overall"][part] for s, w in warm.items()})
     return seeds_only, paired_with_problems(runs, warm, part)

@@ -89,10 +89,15 @@ def summarize(
     return {"mean": mean, "lo": lo, "hi": hi, "n": int(arr.size), "per_seed": values, "interval": method}
 
 
-def _t_interval(arr: np.ndarray, mean: float, alpha: float) -> tuple[float, float]:
-    from scipy.special import stdtrit  # the t quantile, without importing all of scipy.stats
+def t_quantile(df: float, q: float) -> float:
+    """Student's t quantile (df may be fractional, as Welch-Satterthwaite gives)."""
+    from scipy.special import stdtrit  # without importing all of scipy.stats
 
-    half = float(stdtrit(arr.size - 1, 1 - alpha / 2)) * float(arr.std(ddof=1)) / arr.size**0.5
+    return float(stdtrit(df, q))
+
+
+def _t_interval(arr: np.ndarray, mean: float, alpha: float) -> tuple[float, float]:
+    half = t_quantile(arr.size - 1, 1 - alpha / 2) * float(arr.std(ddof=1)) / arr.size**0.5
     return mean - half, mean + half
 
 

@@ -87,11 +87,6 @@ def overall(split_scores: dict[str, float], weights: dict[str, float]) -> float:
     return sum(w * split_scores[s] for s, w in used.items()) / total if total else 0.0
 
 
-def used_weights(cfg: TinyConfig) -> dict[str, float]:
-    """Overall's weights of the evaluated splits (what JobResult.weights records)."""
-    return {s: w for s, w in cfg.weights.items() if s in cfg.greedy_splits + cfg.passk_splits}
-
-
 def warm_start_scores(model: PreTrainedModel, tok: PreTrainedTokenizerFast, cfg: TinyConfig, sets: EvalSets,
                       model_path: Path) -> dict[str, Any]:
     """Pre-RL scores, computed once per (model, evaluation protocol) and cached next to the model."""
@@ -107,6 +102,6 @@ def warm_start_scores(model: PreTrainedModel, tok: PreTrainedTokenizerFast, cfg:
             return cached
     scores, ov, per_problem = evaluate(model, tok, cfg, sets)
     result = {"outcome": "evaluated", "eval": scores, "overall": ov, "per_problem": per_problem,
-              "weights": used_weights(cfg)}
+              "weights": dict(cfg.weights)}  # check_eval_config: they name exactly the evaluated splits
     write_json_atomic(path, result)
     return result

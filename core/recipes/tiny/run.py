@@ -11,7 +11,7 @@ from typing import Any
 from core.configlib import from_dict
 from core.jobspec import JobResult, JobSpec
 from core.recipes.tiny.config import TinyConfig
-from core.recipes.tiny.evaluate import check_eval_config, evaluate, used_weights, warm_start_scores
+from core.recipes.tiny.evaluate import check_eval_config, evaluate, warm_start_scores
 from core.recipes.tiny.model import Progress, load_or_build, model_hash
 from core.recipes.tiny.task import make_eval_sets
 from core.recipes.tiny.trainer import train
@@ -50,7 +50,7 @@ def run_job(spec: JobSpec, emit: Emit, algo: ModuleType, progress: Progress | No
         scores, overall, per_problem = evaluate(model, tok, cfg, sets)
         extra["eval_s"] = time.perf_counter() - t_eval
     return JobResult("evaluated", eval=scores, overall=overall, per_problem=per_problem,
-                     weights=used_weights(cfg) if per_problem else {}, wall_s=time.perf_counter() - t0,
+                     weights=dict(cfg.weights) if per_problem else {}, wall_s=time.perf_counter() - t0,
                      steps_done=res.steps_done, extra=extra)
 
 
