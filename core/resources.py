@@ -1,6 +1,7 @@
-"""Where the files that ship with poise live: the seed template and the prompt templates.
+"""Where the files that ship with poise live: the seed template, the prompt templates and the bundled
+warm starts of recipe tiny.
 
-Both are top-level directories of the repository (`workspace/`, `assets/prompts/`). A wheel ships
+All are top-level directories of the repository (`workspace/`, `assets/prompts/`). A wheel ships
 them inside the `core` package: pyproject.toml maps them to the data-only packages `core._workspace`
 and `core._assets`, so an installed copy has them at `<site-packages>/core/_workspace` and
 `core/_assets/prompts`. An editable install (`make setup`) and a plain checkout have no such copies
@@ -26,6 +27,11 @@ def workspace_dir() -> Path:
 def prompts_dir() -> Path:
     """The directory of the LLM prompt templates (`<name>.md`, read by `core.operators.context.load_prompt`)."""
     return _locate("prompt templates", "_assets/prompts", Path("assets/prompts"), "propose.md")
+
+
+def warm_starts_dir() -> Path:
+    """The directory of prebuilt tiny warm starts (`<model hash>/`, read by `core.recipes.tiny.model`)."""
+    return _locate("bundled warm starts", "_assets/warm_starts", Path("assets/warm_starts"), "README.md")
 
 
 def _locate(what: str, packaged: str, source: Path, marker: str) -> Path:

@@ -31,8 +31,9 @@ if TYPE_CHECKING:
 
 CHARS = "0123456789+-*= #"
 PAD, BOS, EOS = "<pad>", "<bos>", "<eos>"
-# Bump when the build procedure changes, so old caches are not reused.
-BUILD_VERSION = 1
+# Bump when the build procedure changes, so old caches are not reused. 2: the default config's warm start
+# ships prebuilt (core/recipes/tiny/bundle.py); caches that a machine built for it under 1 are another model.
+BUILD_VERSION = 2
 MODEL_FIELDS = ("arch", "hidden_size", "layers", "heads", "intermediate_size", "model_seed",
                 "sft_steps", "sft_batch_size", "sft_lr", "sft_format_noise", "task_seed", "eval_size")
 
@@ -90,14 +91,21 @@ def stderr_progress(done: int, total: int, message: str) -> None:
     sys.stderr.flush()
 
 
-def load_or_build(cfg: TinyConfig, cache_dir: str = "", progress: Progress | None = None
+def load_or_build(cfg: TinyConfig, cache_dir: str = "", progress: Progress | None = None, bundled: bool = True
                   ) -> tuple[PreTrainedModel, PreTrainedTokenizerFast, Path]:
-    """The cached warm start for `cfg`, built (SFT) first when missing."""
+    """The cached warm start for `cfg`. When missing, it is copied from the bundled one (`bundled` and poise
+    ships this hash), else built (SFT)."""
     from transformers import AutoModelForCausalLM, PreTrainedTokenizerFast
+
+    from core.recipes.tiny.bundle import bundled_model, copy_bundled
 
     path = model_dir(cfg, cache_dir)
     if not (path / "meta.json").exists():
-        _build_into(cfg, path, progress or stderr_progress)
+        src = bundled_model(path.name) if bundled else None
+        if src is not None:
+            _install(path, lambda tmp: copy_bundled(src, tmp))
+        else:
+            _install(path, lambda tmp: _build(cfg, tmp, progress or stderr_progress))
     model = AutoModelForCausalLM.from_pretrained(path)
     tok = PreTrainedTokenizerFast.from_pretrained(path)
     return model, tok, path
@@ -108,6 +116,7 @@ def load_or_build(cfg: TinyConfig, cache_dir: str = "", progress: Progress | Non
 # same config built at 1 and at 2 threads gave final SFT losses 0.215 and 0.192 and held-out warm-start
 # Overalls that differ by several points. Pinned, every build on a machine (a job's, a bench's, a test's)
 # is the same model, and two jobs racing to build it write identical copies. ~30% slower than 2 threads.
+# Another CPU still builds another model (other float kernels), hence the bundled default (bundle.py).
 BUILD_THREADS = 1
 
 
@@ -123,27 +132,34 @@ def _torch_threads(n: int) -> Iterator[None]:
         torch.set_num_threads(before)
 
 
-def _build_into(cfg: TinyConfig, path: Path, progress: Progress) -> None:
-    import torch
-
+def _install(path: Path, fill: Callable[[Path], None]) -> None:
+    """Fill a temporary directory next to `path` and rename it into place: a kill leaves no half model."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
     try:
-        tok = build_tokenizer()
-        with _torch_threads(BUILD_THREADS):
-            model = build_model(cfg, len(tok))
-            losses = sft(model, tok, cfg, progress)
-        model.save_pretrained(tmp)
-        tok.save_pretrained(tmp)
-        meta = {"config": {k: asdict(cfg)[k] for k in MODEL_FIELDS}, "final_sft_loss": losses[-1],
-                "built_with": {"torch": torch.__version__, "threads": BUILD_THREADS}}
-        (tmp / "meta.json").write_text(json.dumps(meta, indent=1))
+        fill(tmp)
         try:
             os.rename(tmp, path)
         except OSError:  # another job finished the same build first; its copy is identical
             pass
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _build(cfg: TinyConfig, dest: Path, progress: Progress) -> None:
+    import torch
+
+    tok = build_tokenizer()
+    with _torch_threads(BUILD_THREADS):
+        model = build_model(cfg, len(tok))
+        losses = sft(model, tok, cfg, progress)
+    model.save_pretrained(dest)
+    tok.save_pretrained(dest)
+    built_with = {"torch": torch.__version__, "threads": BUILD_THREADS,
+                  "cpu_capability": torch.backends.cpu.get_cpu_capability()}
+    meta = {"config": {k: asdict(cfg)[k] for k in MODEL_FIELDS}, "final_sft_loss": losses[-1],
+            "built_with": built_with}
+    (dest / "meta.json").write_text(json.dumps(meta, indent=1))
 
 
 def sft_batch(tok: PreTrainedTokenizerFast, texts: list[tuple[str, str]]) -> tuple[torch.Tensor, torch.Tensor]:
