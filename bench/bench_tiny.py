@@ -25,7 +25,7 @@ import torch
 
 from core.jobspec import JobResult, JobSpec
 from core.recipes.tiny.config import TinyConfig
-from core.recipes.tiny.model import load_or_build, model_dir
+from core.recipes.tiny.model import load_or_build, model_dir, read_meta
 from core.recipes.tiny.rollout import encode_prompts, generate
 from core.recipes.tiny.task import TrainSampler
 
@@ -78,8 +78,9 @@ def main() -> None:
     cfg = TinyConfig()
     cached = (model_dir(cfg) / "meta.json").exists()
     t0 = time.perf_counter()
-    model, tok, _ = load_or_build(cfg)
-    print(f"warm start: {'cached' if cached else f'built in {time.perf_counter() - t0:.1f}s'}")
+    model, tok, path = load_or_build(cfg)
+    how = "bundled" if "weights_sha256" in read_meta(path) else "built"
+    print(f"warm start ({how}): {'cached' if cached else f'ready in {time.perf_counter() - t0:.1f}s'}")
     print("generation", json.dumps(bench_generation(model, tok, cfg, cfg.prompts_per_step * cfg.group_size)))
     for seed in [int(s) for s in a.seeds.split(",")]:
         r = run_full_job(cfg, seed, a.threads)

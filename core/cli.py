@@ -318,8 +318,15 @@ def gain_lines(results: dict) -> list[str]:
     """The RL gain over the warm start per part: the interval over seeds (on this eval set), and the wider
     one that also counts the eval problems as a sample (core/eval_noise.py), which is what a claim about
     the task rests on. Nothing for a recipe without a warm start score."""
-    from core.eval_noise import describe, gain_over_warm_start
+    from core.eval_noise import describe, gain_over_warm_start, warm_start_models
 
+    models = warm_start_models(results)
+    if len(models) > 1:
+        which = ", ".join(sorted(m[:12] for m in models))
+        line = (f"RL gain over the warm start: not shown; the seeds were trained from {len(models)} different warm "
+                f"starts ({which}), so they share no baseline. Re-evaluate them on one install "
+                "(`poise eval <dir> <id> --seeds ...`)")
+        return [line]
     lines = []
     for part, name in (("heldout", "held-out"), ("selection", "selection")):
         gain = gain_over_warm_start(results, part)

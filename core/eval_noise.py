@@ -131,6 +131,13 @@ def describe(d: dict[str, Any]) -> str:
     return f"{d['mean']:+.3f} [{d['lo']:+.3f}, {d['hi']:+.3f}] over {over}"
 
 
+def warm_start_models(results: Mapping[str, Any]) -> set[str]:
+    """The warm-start weights (sha256) that a candidate's evaluated seeds were trained from, where recorded.
+    More than one means the seeds ran on different installs or machines and do not share a baseline."""
+    return {r["extra"]["warm_start_sha256"] for r in results.values() if isinstance(r, Mapping)
+            and r.get("outcome") == "evaluated" and isinstance((r.get("extra") or {}).get("warm_start_sha256"), str)}
+
+
 def gain_over_warm_start(results: Mapping[str, Any], part: str) -> tuple[dict[str, Any], dict[str, Any] | None] | None:
     """The RL gain, Overall after training - Overall of the warm start, over a candidate's evaluated seeds:
     (seed-only paired difference, the same counting problems too, or None). None without a warm start

@@ -92,3 +92,31 @@ def test_the_gain_over_the_warm_start_pairs_every_seed_with_the_one_warm_start()
     assert seeds_only["mean"] == pytest.approx(with_problems["mean"]) == pytest.approx((2 + 3 + 2) / 12 - 0.25)
     assert with_problems["hi"] - with_problems["lo"] > seeds_only["hi"] - seeds_only["lo"]
     assert gain_over_warm_start({"0": {"outcome": "evaluated", "overall": {"heldout": 0.5}}}, "heldout") is None
+
+
+def _tiny_runs(shas: list[str | None]) -> dict:
+    """Three evaluated seeds of one candidate, each trained from the warm start named by its sha (None: unrecorded)."""
+    warm = {"overall": {"heldout": 0.25}, **result({"x": [0, 1, 0, 0]}, {"x": 1.0})}
+    runs = {}
+    for s, (xs, sha) in enumerate(zip(([1, 1, 0, 0], [1, 1, 1, 0], [0, 1, 1, 0]), shas)):
+        extra = {"warm_start": warm} | ({"warm_start_sha256": sha} if sha else {})
+        runs[str(s)] = {**result({"x": xs}, {"x": 1.0}), "overall": {"heldout": sum(xs) / 4}, "extra": extra}
+    return runs
+
+
+def test_seeds_trained_from_different_warm_starts_get_no_gain_line() -> None:
+    from core.cli import gain_lines
+    from core.eval_noise import warm_start_models
+
+    mixed = _tiny_runs(["a" * 64, "a" * 64, "b" * 64])
+    assert warm_start_models(mixed) == {"a" * 64, "b" * 64}
+    (line,) = gain_lines(mixed)
+    assert "2 different warm starts" in line and "a" * 12 in line and "b" * 12 in line and "+0." not in line
+
+
+def test_one_warm_start_or_none_recorded_gives_the_gain() -> None:
+    from core.cli import gain_lines
+
+    for shas in (["a" * 64] * 3, [None] * 3, ["a" * 64, None, "a" * 64]):
+        lines = gain_lines(_tiny_runs(shas))
+        assert lines[0].startswith("RL gain over the warm start, held-out Overall: +0.333"), (shas, lines)

@@ -10,6 +10,7 @@ from typing import Any
 
 from core.configlib import from_dict
 from core.jobspec import JobResult, JobSpec
+from core.recipes.tiny.bundle import WEIGHTS, sha256_of
 from core.recipes.tiny.config import TinyConfig
 from core.recipes.tiny.evaluate import check_eval_config, evaluate, warm_start_scores
 from core.recipes.tiny.model import Progress, load_or_build, model_hash
@@ -31,7 +32,8 @@ def run_job(spec: JobSpec, emit: Emit, algo: ModuleType, progress: Progress | No
     _set_threads(cfg.threads)
     model, tok, path = load_or_build(cfg, spec.cache_dir, progress)
     sets = make_eval_sets(cfg.task_seed, cfg.eval_size)
-    extra: dict[str, Any] = {"model_hash": model_hash(cfg)}
+    # Which weights RL started from: the hash names a config, and one config built on two CPUs gives two models.
+    extra: dict[str, Any] = {"model_hash": model_hash(cfg), "warm_start_sha256": sha256_of(path / WEIGHTS)}
     if spec.mode == "full":
         extra["warm_start"] = warm_start_scores(model, tok, cfg, sets, path)
     steps = cfg.rl_steps(spec.mode)
