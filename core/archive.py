@@ -28,7 +28,7 @@ from tinydb import Storage, TinyDB
 from core.errors import ArchiveError, CorruptArchiveError, RunDirError, UnknownCandidateError
 from core.jobspec import JobResult
 from core.runstate import pid_alive
-from core.stats import DEFAULT_INTERVAL, aggregate_results, summarize
+from core.stats import DEFAULT_INTERVAL, INTERVALS, aggregate_results, summarize
 
 ARCHIVE_FILE = "archive.json"
 TABLE = "candidates"
@@ -92,9 +92,10 @@ class Candidate:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> Candidate:
+    def from_dict(cls, data: dict[str, Any], interval: str = DEFAULT_INTERVAL) -> Candidate:
         """Build from a stored record of any known schema version; unknown keys are ignored. A field of the
-        wrong JSON type (a hand edit) raises TypeError here, not a traceback later in lineage or the TUI."""
+        wrong JSON type (a hand edit) raises TypeError here, not a traceback later in lineage or the TUI.
+        Metrics stored under another interval method than `interval` (the run's) are recomputed."""
         record = migrate(data)
         kept = {k: v for k, v in record.items() if k in _FIELDS}
         for key, value in kept.items():
@@ -104,7 +105,7 @@ class Candidate:
         problem = _nested_problem(kept)
         if problem:
             raise TypeError(problem)
-        return cls(**_with_current_intervals(kept))
+        return cls(**_with_current_intervals(kept, interval))
 
     def score(self, split: str = "overall", part: str = "selection") -> float | None:
         """Mean of one metric, or None when the candidate has none."""
@@ -145,21 +146,23 @@ def _nested_problem(rec: dict[str, Any]) -> str | None:
     return None
 
 
-def _with_current_intervals(rec: dict[str, Any]) -> dict[str, Any]:
-    """The record with each metric stored under another interval method (archives from before Student-t
-    intervals hold percentile-bootstrap ones, and no "interval" key) recomputed from its own per-seed values.
-    Mixing the two methods in one run would make an old candidate's interval look tighter than a new one's
-    for the same spread. Nothing is lost: the stored record is rewritten only by the next write."""
+def _with_current_intervals(rec: dict[str, Any], method: str) -> dict[str, Any]:
+    """The record with each metric stored under another interval method than the run's `method` recomputed
+    from its own per-seed values: run.toml's [stats] interval was changed, or the archive is from before
+    Student-t intervals (percentile-bootstrap ones, no "interval" key). Mixing two methods in one run would
+    make one candidate's interval look tighter than another's for the same spread. Nothing is lost: the
+    stored record is rewritten only by the next write."""
     metrics = rec.get("metrics", {})
-    if not any(_stale_interval(m) for splits in metrics.values() for m in splits.values()):
+    if not any(_stale_interval(m, method) for splits in metrics.values() for m in splits.values()):
         return rec
-    fresh = {part: {split: summarize(m["per_seed"]) if _stale_interval(m) else m for split, m in splits.items()}
+    fresh = {part: {split: summarize(m["per_seed"], method=method) if _stale_interval(m, method) else m
+                    for split, m in splits.items()}
              for part, splits in metrics.items()}
     return {**rec, "metrics": fresh}
 
 
-def _stale_interval(metric: dict[str, Any]) -> bool:
-    return metric.get("interval") != DEFAULT_INTERVAL and bool(metric["per_seed"])
+def _stale_interval(metric: dict[str, Any], method: str) -> bool:
+    return metric.get("interval") != method and bool(metric["per_seed"])
 
 
 def _is_number(x: Any) -> bool:
@@ -332,17 +335,23 @@ def _signature(path: Path) -> tuple[int, int, int] | None:
 class Archive:
     """Candidate records of one run, with lineage queries. Open with `Archive.open`."""
 
-    def __init__(self, path: Path, readonly: bool) -> None:
+    def __init__(self, path: Path, readonly: bool, interval: str = DEFAULT_INTERVAL) -> None:
         self.path = path
         self.readonly = readonly
+        self.interval = interval  # the run's [stats] interval: how metrics are stored and shown
         self._db: TinyDB | None = None
         self._cands: dict[str, Candidate] = {}  # in creation order
         self._doc_ids: dict[str, int] = {}
         self._sig: tuple[int, int, int] | None = None
 
     @classmethod
-    def open(cls, run_dir: str | Path, create: bool = False, readonly: bool = False) -> Archive:
-        """Open `<run_dir>/archive.json`. Missing -> RunDirError (unless create); corrupt -> CorruptArchiveError."""
+    def open(cls, run_dir: str | Path, create: bool = False, readonly: bool = False,
+             interval: str = DEFAULT_INTERVAL) -> Archive:
+        """Open `<run_dir>/archive.json`. Missing -> RunDirError (unless create); corrupt -> CorruptArchiveError.
+        `interval`: the run's cfg.stats.interval (core.stats.INTERVALS); every reader and the writer of a run
+        must pass the same one, or they show different intervals for the same seeds."""
+        if interval not in INTERVALS:
+            raise ArchiveError(f"unknown interval method {interval!r}; use one of {', '.join(INTERVALS)}")
         run_dir = Path(run_dir)
         if not run_dir.is_dir():
             raise RunDirError(f"{run_dir}: no such directory; create a run with `poise init {run_dir}`")
@@ -351,7 +360,7 @@ class Archive:
             raise RunDirError(f"{run_dir} is not a poise run (no {ARCHIVE_FILE}); create one with `poise init <dir>`")
         if create and readonly:
             raise ArchiveError("cannot create an archive read-only; open it with readonly=False")
-        arch = cls(path, readonly)
+        arch = cls(path, readonly, interval)
         if not readonly:
             _remove_stale_temps(path)
         arch._load()
@@ -383,7 +392,7 @@ class Archive:
 
     def _candidate_from(self, rec: Any) -> Candidate:
         try:
-            return Candidate.from_dict(rec)
+            return Candidate.from_dict(rec, self.interval)
         except (TypeError, KeyError, ValueError, AttributeError) as exc:
             rid = rec.get("id") if isinstance(rec, dict) else None
             raise CorruptArchiveError(
@@ -500,7 +509,7 @@ class Archive:
         res = asdict(result) if isinstance(result, JobResult) else dict(result)
         results = {**cand.results, str(seed): res}
         seeds = cand.seeds if seed in cand.seeds else sorted([*cand.seeds, seed])
-        cand = dataclasses.replace(cand, results=results, seeds=seeds, metrics=aggregate_results(results))
+        cand = dataclasses.replace(cand, results=results, seeds=seeds, metrics=aggregate_results(results, self.interval))
         return self._commit(cand)
 
     def add_cost(self, cand_id: str, stage: str, wall_s: float = 0.0, llm_tokens: int = 0, llm_s: float = 0.0) -> Candidate:

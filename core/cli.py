@@ -9,6 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from core.errors import PoiseError
+from core.stats import DEFAULT_INTERVAL
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -38,7 +39,7 @@ def init_run(run_dir: str | Path, recipe: str = "tiny", name: str = "") -> Path:
         _gpu_job_limits(cfg)
     save_config(cfg, paths.config)
     ws = Workspace.init(root, default_template_dir())
-    archive = Archive.open(root, create=True)
+    archive = Archive.open(root, create=True, interval=cfg.stats.interval)
     seed = Candidate(
         id="seed",
         title="GRPO (seed)",
@@ -86,10 +87,11 @@ def cmd_init(a: argparse.Namespace) -> int:
 
 def _open(run_dir: str):  # -> tuple[RunPaths, Archive]
     from core.archive import Archive
+    from core.config import stats_interval
     from core.rundir import require_run
 
     paths = require_run(run_dir)
-    return paths, Archive.open(paths.root, readonly=True)
+    return paths, Archive.open(paths.root, readonly=True, interval=stats_interval(paths.root))
 
 
 def _overall(c, part: str = "selection") -> str:
@@ -192,7 +194,7 @@ def cmd_show(a: argparse.Namespace) -> int:
     print(f"{c.id}  {c.title}  [{c.status}]  parents: {', '.join(c.parent_ids) or '-'}  origin: {c.origin}")
     print(f"branch {c.branch} @ {c.commit[:10]}  seeds {c.seeds}")
     print(f"overall selection {_overall(c)}  held-out {_overall(c, 'heldout')}")
-    for line in gain_lines(c.results):
+    for line in gain_lines(c.results, archive.interval):
         print(line)
     for h in c.history:
         print(f"  {h['status']:<12} {h.get('reason', '')}")
@@ -305,16 +307,17 @@ def cmd_verify(a: argparse.Namespace) -> int:
 def cmd_eval(a: argparse.Namespace) -> int:
     from core.engine import Engine
 
-    c = Engine(Path(a.dir)).evaluate_candidate(a.id, seeds=a.seeds, echo=True)
+    engine = Engine(Path(a.dir))
+    c = engine.evaluate_candidate(a.id, seeds=a.seeds, echo=True)
     print(f"{c.id}: {c.status}  overall selection {_overall(c)}  held-out {_overall(c, 'heldout')}")
-    for line in gain_lines(c.results):
+    for line in gain_lines(c.results, engine.cfg.stats.interval):
         print(line)
     ran = [str(s) for s in (a.seeds or c.seeds)]
     # a reflected candidate stays reflected after more seeds: success is every seed asked for evaluated
     return 0 if all((c.results.get(s) or {}).get("outcome") == "evaluated" for s in ran) else 1
 
 
-def gain_lines(results: dict) -> list[str]:
+def gain_lines(results: dict, method: str = DEFAULT_INTERVAL) -> list[str]:
     """The RL gain over the warm start per part: the interval over seeds (on this eval set), and the wider
     one that also counts the eval problems as a sample (core/eval_noise.py), which is what a claim about
     the task rests on. Nothing for a recipe without a warm start score."""
@@ -329,7 +332,7 @@ def gain_lines(results: dict) -> list[str]:
         return [line]
     lines = []
     for part, name in (("heldout", "held-out"), ("selection", "selection")):
-        gain = gain_over_warm_start(results, part)
+        gain = gain_over_warm_start(results, part, method)
         if gain is None:
             continue
         seeds_only, with_problems = gain

@@ -13,6 +13,7 @@ from core.llm.config import LLMConfig
 from core.recipes.math.config import MathConfig
 from core.recipes.tiny.config import TinyConfig
 from core.search_config import SearchConfig
+from core.stats import DEFAULT_INTERVAL
 
 CONFIG_FILE = "run.toml"
 
@@ -49,6 +50,14 @@ class EarlyKillConfig:
 
 
 @dataclass
+class StatsConfig:
+    interval: Literal["t", "bootstrap"] = opt(
+        DEFAULT_INTERVAL, "Confidence interval over seeds of every stored metric and paired difference: t (Student's, "
+        "right coverage at 3-6 seeds) or bootstrap (percentile; covers ~75% at 3 seeds, bench/RESULTS.md). "
+        "Changing it recomputes every candidate's intervals from its per-seed values when read.")
+
+
+@dataclass
 class RunConfig:
     name: str = opt("poise-run", "A label for this run, shown in the TUI and reports.")
     recipe: Literal["tiny", "math"] = opt("tiny", "tiny runs on CPU in minutes; math is the paper's GPU protocol.")
@@ -57,6 +66,7 @@ class RunConfig:
     budget: BudgetConfig = opt(BudgetConfig(), "When the engine stops by itself.")
     limits: LimitsConfig = opt(LimitsConfig(), "Resource limits of every sandboxed job.")
     early_kill: EarlyKillConfig = opt(EarlyKillConfig(), "Thresholds that end a training job early as diverged.")
+    stats: StatsConfig = opt(StatsConfig(), "How results over seeds are summarized.")
     search: SearchConfig = opt(SearchConfig(), "The discovery loop: selection, proposal, verification.")
     llm: LLMConfig = opt(LLMConfig(), "The local language model that proposes and reflects.")
     tiny: TinyConfig = opt(TinyConfig(), "Recipe tiny (CPU).")
@@ -105,3 +115,13 @@ def _paths_from(cfg: RunConfig, run_dir: Path) -> RunConfig:
 def save_config(cfg: RunConfig, path: Path) -> None:
     header = "# poise run config. Every key is documented above it. Changing it mid-run breaks comparability.\n\n"
     Path(path).write_text(header + to_toml(cfg))
+
+
+def stats_interval(run_dir: Path) -> str:
+    """The run's [stats] interval, for readers that open its archive (CLI, report, TUI). The default when
+    run.toml cannot be read: a run with a broken config still shows its numbers, and the engine, which
+    loads the config strictly, reports the problem."""
+    try:
+        return load_config(Path(run_dir) / CONFIG_FILE).stats.interval
+    except ConfigError:
+        return DEFAULT_INTERVAL

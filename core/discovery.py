@@ -210,7 +210,7 @@ class Discovery:
         from core.archive import Archive
         from core.workspace import Workspace
 
-        view = Discovery(Archive.open(self.paths.root, readonly=True), Workspace.open(self.paths.root), self.cfg, self.paths)
+        view = Discovery(Archive.open(self.paths.root, readonly=True, interval=self.cfg.stats.interval), Workspace.open(self.paths.root), self.cfg, self.paths)
         view._llm, view._library, view._round = llm or self.llm, self.library, self._round
         return view
 

@@ -17,7 +17,7 @@ import sys
 import time
 from pathlib import Path
 
-from core.config import RunConfig, load_config
+from core.config import RunConfig, load_config, stats_interval
 from core.elites import CONFIRM_REASON, fresh_seeds, mark_confirmed, to_confirm
 from core.errors import LLMCancelled, PoiseError, UnknownCandidateError
 from core.inbox import mark_done, pending_commands
@@ -87,7 +87,7 @@ class Engine:
         saved = saved_directive(self.paths.root)
         if saved is not None:  # set from the TUI or `poise send` since run.toml was written
             self.cfg.directive = saved
-        self.archive = Archive.open(self.paths.root)
+        self.archive = Archive.open(self.paths.root, interval=self.cfg.stats.interval)
         self.ws = Workspace.open(self.paths.root)
         self.queue = WorkQueue(self.paths.root)
         self.state = EngineState(pid=os.getpid(), candidates_budget=self.cfg.budget.candidates)
@@ -597,7 +597,7 @@ def _add_locked(paths: RunPaths, source: str, parent_id: str, title: str) -> str
     from core.archive import Archive, Candidate
     from core.workspace import Workspace
 
-    archive = Archive.open(paths.root)
+    archive = Archive.open(paths.root, interval=stats_interval(paths.root))
     archive.get(parent_id)
     ws = Workspace.open(paths.root)
     cid = archive.next_id()

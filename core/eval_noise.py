@@ -30,7 +30,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from core.stats import paired_difference, t_quantile
+from core.stats import DEFAULT_INTERVAL, paired_difference, t_quantile
 
 INTERVAL = "t-seeds+problems"
 
@@ -138,10 +138,13 @@ def warm_start_models(results: Mapping[str, Any]) -> set[str]:
             and r.get("outcome") == "evaluated" and isinstance((r.get("extra") or {}).get("warm_start_sha256"), str)}
 
 
-def gain_over_warm_start(results: Mapping[str, Any], part: str) -> tuple[dict[str, Any], dict[str, Any] | None] | None:
+def gain_over_warm_start(results: Mapping[str, Any], part: str, method: str = DEFAULT_INTERVAL
+                         ) -> tuple[dict[str, Any], dict[str, Any] | None] | None:
     """The RL gain, Overall after training - Overall of the warm start, over a candidate's evaluated seeds:
     (seed-only paired difference, the same counting problems too, or None). None without a warm start
-    (recipe tiny records it in each result's extra["warm_start"]; it is the same model for every seed)."""
+    (recipe tiny records it in each result's extra["warm_start"]; it is the same model for every seed).
+    `method` is the seed-only interval's (the run's [stats] interval); the one with problems is always a
+    Satterthwaite t interval (a closed form over the two crossed samples, seeds and problems)."""
     runs = {s: r for s, r in results.items() if isinstance(r, Mapping) and r.get("outcome") == "evaluated"
             and isinstance((r.get("extra") or {}).get("warm_start"), Mapping)
             and part in (r.get("overall") or {}) and part in (r["extra"]["warm_start"].get("overall") or {})}
@@ -149,5 +152,5 @@ def gain_over_warm_start(results: Mapping[str, Any], part: str) -> tuple[dict[st
         return None
     warm = {s: r["extra"]["warm_start"] for s, r in runs.items()}
     seeds_only = paired_difference({s: r["overall"][part] for s, r in runs.items()},
-                                   {s: w["overall"][part] for s, w in warm.items()})
+                                   {s: w["overall"][part] for s, w in warm.items()}, method=method)
     return seeds_only, paired_with_problems(runs, warm, part)

@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from core.archive import SCORED, Archive, Candidate
+from core.config import stats_interval
 from core.elites import CONFIRMED_TAG, best_confirmed, is_confirmed
 from core.errors import PoiseError
 from core.jobspec import read_metrics
@@ -56,7 +57,7 @@ class Principle:
 def write_report(run_dir: str | Path, top_n: int = TOP_N) -> Path:
     """Write `<run>/report/report.md` (+ PNGs) and return its path."""
     run = Path(run_dir)
-    cands = Archive.open(run, readonly=True).all()
+    cands = Archive.open(run, readonly=True, interval=stats_interval(run)).all()
     out = run / REPORT_DIR
     out.mkdir(parents=True, exist_ok=True)
     seed = find_seed(cands)
@@ -113,15 +114,16 @@ def paired_vs(c: Candidate, base: Candidate | None, split: str = "overall", part
               only_seeds: Sequence[int] | None = None) -> str:
     """Paired difference c - base over common seeds (of only_seeds, when given), formatted; the reason when
     there is none."""
-    from core.stats import paired_difference
+    from core.stats import paired_metrics
 
     a, b = _metric(c, part, split), _metric(base, part, split) if base else None
     if not a or not b:
         return "n/a (not evaluated on this part)"
     keep = None if only_seeds is None else {str(s) for s in only_seeds}
-    pa, pb = ({k: v for k, v in (m.get("per_seed") or {}).items() if keep is None or k in keep} for m in (a, b))
+    pa, pb = ({**m, "per_seed": {k: v for k, v in (m.get("per_seed") or {}).items() if keep is None or k in keep}}
+              for m in (a, b))
     try:
-        return _fmt_ci(paired_difference(pa, pb), signed=True)
+        return _fmt_ci(paired_metrics(pa, pb), signed=True)
     except PoiseError as exc:
         return f"n/a ({exc})"
 

@@ -4,7 +4,7 @@ Every candidate is trained with S seeds that are paired with its parent's and th
 baseline's seeds (same seed = same data order and init), so the honest comparison is
 the per-seed difference, not two independent means.
 
-Two interval methods (`method=`), chosen by how many seeds a run has:
+Two interval methods (`method=`; a run picks one with `[stats] interval` in run.toml):
 
 * "t" (the default): mean +- t(n-1) * s / sqrt(n), Student's interval.
 * "bootstrap": the percentile bootstrap of the mean.
@@ -59,7 +59,7 @@ def _normalise(per_seed: Mapping[Seed, float]) -> dict[str, float]:
 
 
 INTERVALS = ("t", "bootstrap")
-DEFAULT_INTERVAL = "t"  # what aggregate_results (and so every stored metric) uses
+DEFAULT_INTERVAL = "t"  # the default of run.toml's [stats] interval
 
 
 def summarize(
@@ -133,6 +133,12 @@ def paired_difference(
     return {"mean": s["mean"], "lo": s["lo"], "hi": s["hi"], "n": s["n"], "seeds": common, "interval": method}
 
 
+def paired_metrics(a: Mapping[str, Any], b: Mapping[str, Any]) -> dict[str, Any]:
+    """paired_difference of two stored metrics ({per_seed, interval, ...}) by the interval method they were
+    stored with, so a comparison uses the run's [stats] interval like the metrics it compares."""
+    return paired_difference(a.get("per_seed") or {}, b.get("per_seed") or {}, method=a.get("interval", DEFAULT_INTERVAL))
+
+
 def _as_dict(result: Any) -> dict[str, Any]:
     return asdict(result) if is_dataclass(result) else dict(result)
 
@@ -152,14 +158,14 @@ def _collect(results: Mapping[Seed, Any]) -> dict[str, dict[str, dict[str, float
     return values
 
 
-def aggregate_results(results: Mapping[Seed, Any]) -> dict[str, dict[str, dict[str, Any]]]:
+def aggregate_results(results: Mapping[Seed, Any], method: str = DEFAULT_INTERVAL) -> dict[str, dict[str, dict[str, Any]]]:
     """Metrics of a candidate from its per-seed JobResults (dicts or JobResult objects).
 
-    Returns {part: {split or "overall": summarize(...)}} over evaluated seeds only;
+    Returns {part: {split or "overall": summarize(..., method=method)}} over evaluated seeds only;
     {} when no seed was evaluated.
     """
     values = _collect(results)
     return {
-        part: {split: summarize(per_seed) for split, per_seed in sorted(splits.items())}
+        part: {split: summarize(per_seed, method=method) for split, per_seed in sorted(splits.items())}
         for part, splits in values.items()
     }

@@ -17,6 +17,7 @@ from core.errors import PoiseError
 from core.inbox import command_outcomes
 from core.jobspec import read_metrics
 from core.runstate import EngineState, read_state
+from core.stats import DEFAULT_INTERVAL
 
 BASELINE_ID = "seed"
 # (metrics.jsonl key, label shown in the Curves tab); order = the order `[` / `]` cycle through.
@@ -46,6 +47,7 @@ class Score:
     lo: float
     hi: float
     n: int = 0
+    interval: str = DEFAULT_INTERVAL  # the method of lo/hi (the run's [stats] interval)
 
     @property
     def half(self) -> float:
@@ -58,7 +60,8 @@ def score_of(cand: Any, part: str = "selection", split: str = "overall") -> Scor
     if not entry or entry.get("mean") is None:
         return None
     mean = float(entry["mean"])
-    return Score(mean, float(entry.get("lo", mean)), float(entry.get("hi", mean)), int(entry.get("n", 0)))
+    return Score(mean, float(entry.get("lo", mean)), float(entry.get("hi", mean)), int(entry.get("n", 0)),
+                 str(entry.get("interval", DEFAULT_INTERVAL)))
 
 
 def per_seed(cand: Any, part: str, split: str) -> dict[str, float]:
@@ -169,8 +172,9 @@ class RunReader:
             if not (self.run_dir / "archive.json").exists():
                 return None
             from core.archive import Archive  # lazy: keeps the import path light and errors visible in the UI
+            from core.config import stats_interval
 
-            self._archive = Archive.open(self.run_dir, readonly=True)
+            self._archive = Archive.open(self.run_dir, readonly=True, interval=stats_interval(self.run_dir))
         return self._archive
 
     def candidates(self) -> list[Any]:

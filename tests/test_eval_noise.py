@@ -6,6 +6,7 @@ import pytest
 from scipy.stats import t as student_t
 
 from core.eval_noise import INTERVAL, paired_with_problems
+from core.stats import paired_difference
 
 
 def result(per_split: dict[str, list[float]], weights: dict[str, float], part: str = "heldout") -> dict:
@@ -92,6 +93,9 @@ def test_the_gain_over_the_warm_start_pairs_every_seed_with_the_one_warm_start()
     assert seeds_only["mean"] == pytest.approx(with_problems["mean"]) == pytest.approx((2 + 3 + 2) / 12 - 0.25)
     assert with_problems["hi"] - with_problems["lo"] > seeds_only["hi"] - seeds_only["lo"]
     assert gain_over_warm_start({"0": {"outcome": "evaluated", "overall": {"heldout": 0.5}}}, "heldout") is None
+    boot, _ = gain_over_warm_start(runs, "heldout", method="bootstrap")  # the run's [stats] interval
+    oracle = paired_difference({"0": 0.5, "1": 0.75, "2": 0.5}, {"0": 0.25, "1": 0.25, "2": 0.25}, method="bootstrap")
+    assert boot["interval"] == "bootstrap" and (boot["lo"], boot["hi"]) == pytest.approx((oracle["lo"], oracle["hi"]))
 
 
 def _tiny_runs(shas: list[str | None]) -> dict:

@@ -25,7 +25,7 @@ from core.operators.context import (
     load_prompt,
     prompt_window,
 )
-from core.stats import paired_difference
+from core.stats import paired_metrics
 
 __all__ = ["Reflection", "ReflectionInput", "curve_stats", "reflect", "unified_diff"]
 
@@ -121,7 +121,7 @@ def _verdict(a: dict | None, b: dict | None) -> str:
         return "n/a"
     common = set(a.get("per_seed") or {}) & set(b.get("per_seed") or {})
     if len(common) >= 2:
-        d = paired_difference(a["per_seed"], b["per_seed"])
+        d = paired_metrics(a, b)
         word = "better" if d["lo"] > 0 else "worse" if d["hi"] < 0 else "no clear difference"
         return f"{word}, paired over {d['n']} seeds: {d['mean']:+.3f} [{d['lo']:+.3f}, {d['hi']:+.3f}]"
     if "lo" in a and "hi" in b and a["lo"] > b["hi"]:

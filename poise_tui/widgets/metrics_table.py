@@ -6,6 +6,7 @@ from typing import Any
 
 from textual.widgets import DataTable
 
+from core.stats import DEFAULT_INTERVAL
 from poise_tui.pairing import paired_text
 from poise_tui.rundata import per_seed, score_of, splits_of
 
@@ -21,7 +22,8 @@ def metric_rows(cand: Any, refs: dict[str, Any]) -> list[tuple[str, ...]]:
             mine = per_seed(cand, part, split)
             cells = [part, split, _score_text(score), " ".join(f"{s}:{v * 100:.1f}" for s, v in mine.items())]
             for ref in refs.values():
-                cells.append(paired_text(mine, per_seed(ref, part, split)) if ref is not None else "—")
+                method = score.interval if score is not None else DEFAULT_INTERVAL
+                cells.append(paired_text(mine, per_seed(ref, part, split), method=method) if ref is not None else "—")
             rows.append(tuple(cells))
     return rows
 
