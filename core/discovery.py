@@ -16,6 +16,7 @@ from typing import Any
 from core.config import RunConfig
 from core.engine import fault_point
 from core.errors import PoiseError
+from core.eval_noise import seeds_on_other_warm_starts
 from core.jobspec import read_metrics
 from core.rundir import RunPaths
 
@@ -314,7 +315,8 @@ class Discovery:
         inp = ReflectionInput(candidate_id=cid, proposal=dict(cand.proposal), diff=self.ws.diff(cid, against="parent"),
                               rows=self.rows(cid), parent_rows=self.rows(pid), metrics=dict(cand.metrics or {}),
                               parent_metrics=dict(self.archive.get(pid).metrics or {}),
-                              baseline_metrics=dict(self.archive.get("seed").metrics or {}), outcome=cand.status)
+                              baseline_metrics=dict(self.archive.get("seed").metrics or {}), outcome=cand.status,
+                              unpaired_seeds=seeds_on_other_warm_starts(cand.results or {}, self.archive.get(pid).results or {}))
         skip = self.reflection_skip_reason()
         if skip:
             refl, calls = dataclasses.replace(fallback_reflection(inp, ""), error=skip), []

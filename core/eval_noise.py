@@ -134,8 +134,23 @@ def describe(d: dict[str, Any]) -> str:
 def warm_start_models(results: Mapping[str, Any]) -> set[str]:
     """The warm-start weights (sha256) that a candidate's evaluated seeds were trained from, where recorded.
     More than one means the seeds ran on different installs or machines and do not share a baseline."""
-    return {r["extra"]["warm_start_sha256"] for r in results.values() if isinstance(r, Mapping)
-            and r.get("outcome") == "evaluated" and isinstance((r.get("extra") or {}).get("warm_start_sha256"), str)}
+    return {sha for sha in map(_warm_start_sha, results.values()) if sha is not None}
+
+
+def seeds_on_other_warm_starts(a: Mapping[str, Any], b: Mapping[str, Any]) -> list[str]:
+    """Seeds two candidates both evaluated (seed -> result dicts) whose recorded warm-start weights differ.
+    A pair is the same seed from the same initial model; from two models (another install, another CPU
+    kernel path built another SFT) the difference mixes the models' gap into the candidates', so such a
+    seed is no pair. A seed without a record (a result from before the sha was kept) is not judged."""
+    shas = {seed: (_warm_start_sha(r), _warm_start_sha(b.get(seed))) for seed, r in a.items()}
+    return [seed for seed, (sa, sb) in shas.items() if sa is not None and sb is not None and sa != sb]
+
+
+def _warm_start_sha(result: Any) -> str | None:
+    if not (isinstance(result, Mapping) and result.get("outcome") == "evaluated"):
+        return None
+    sha = (result.get("extra") or {}).get("warm_start_sha256")
+    return sha if isinstance(sha, str) else None
 
 
 def gain_over_warm_start(results: Mapping[str, Any], part: str, method: str = DEFAULT_INTERVAL

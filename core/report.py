@@ -114,6 +114,7 @@ def paired_vs(c: Candidate, base: Candidate | None, split: str = "overall", part
               only_seeds: Sequence[int] | None = None) -> str:
     """Paired difference c - base over common seeds (of only_seeds, when given), formatted; the reason when
     there is none."""
+    from core.eval_noise import seeds_on_other_warm_starts
     from core.stats import paired_metrics
 
     a, b = _metric(c, part, split), _metric(base, part, split) if base else None
@@ -122,10 +123,12 @@ def paired_vs(c: Candidate, base: Candidate | None, split: str = "overall", part
     keep = None if only_seeds is None else {str(s) for s in only_seeds}
     pa, pb = ({**m, "per_seed": {k: v for k, v in (m.get("per_seed") or {}).items() if keep is None or k in keep}}
               for m in (a, b))
+    unpaired = seeds_on_other_warm_starts(c.results or {}, base.results or {}) if base else []
+    note = f"; seeds {', '.join(map(str, unpaired))} left out: trained from other warm starts" if unpaired else ""
     try:
-        return _fmt_ci(paired_metrics(pa, pb), signed=True)
+        return _fmt_ci(paired_metrics(pa, pb, exclude=unpaired), signed=True) + note
     except PoiseError as exc:
-        return f"n/a ({exc})"
+        return f"n/a ({exc}{note})"
 
 
 def _title(c: Candidate) -> str:

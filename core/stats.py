@@ -26,7 +26,7 @@ metrics never needs.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import asdict, is_dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -133,10 +133,13 @@ def paired_difference(
     return {"mean": s["mean"], "lo": s["lo"], "hi": s["hi"], "n": s["n"], "seeds": common, "interval": method}
 
 
-def paired_metrics(a: Mapping[str, Any], b: Mapping[str, Any]) -> dict[str, Any]:
+def paired_metrics(a: Mapping[str, Any], b: Mapping[str, Any], exclude: Collection[Seed] = ()) -> dict[str, Any]:
     """paired_difference of two stored metrics ({per_seed, interval, ...}) by the interval method they were
-    stored with, so a comparison uses the run's [stats] interval like the metrics it compares."""
-    return paired_difference(a.get("per_seed") or {}, b.get("per_seed") or {}, method=a.get("interval", DEFAULT_INTERVAL))
+    stored with, so a comparison uses the run's [stats] interval like the metrics it compares. Seeds in
+    `exclude` are no pair (core.eval_noise.seeds_on_other_warm_starts) and are left out of both sides."""
+    skip = {_seed_key(s) for s in exclude}
+    pa, pb = ({k: v for k, v in (m.get("per_seed") or {}).items() if _seed_key(k) not in skip} for m in (a, b))
+    return paired_difference(pa, pb, method=a.get("interval", DEFAULT_INTERVAL))
 
 
 def _as_dict(result: Any) -> dict[str, Any]:

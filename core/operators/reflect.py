@@ -10,6 +10,7 @@ a deterministic fallback built from the numbers is stored, with the error, and t
 from __future__ import annotations
 
 import difflib
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -52,6 +53,7 @@ class ReflectionInput:
     parent_metrics: dict[str, Any] = field(default_factory=dict)
     baseline_metrics: dict[str, Any] = field(default_factory=dict)
     outcome: str = "evaluated"                                        # or diverged / crashed / timed_out
+    unpaired_seeds: list[str] = field(default_factory=list)          # trained from another warm start than the parent's
 
 
 @dataclass
@@ -109,19 +111,20 @@ def metrics_table(inp: ReflectionInput, part: str = "selection") -> str:
     cand, par, base = (m.get(part) or {} for m in (inp.metrics, inp.parent_metrics, inp.baseline_metrics))
     splits = sorted(set(cand) | set(par), key=lambda k: (k != "overall", k))
     lines = [f"{s}: {format_metric(cand.get(s))} | {format_metric(par.get(s))} | {format_metric(base.get(s))}"
-             f" ({_verdict(cand.get(s), par.get(s))} vs parent)" for s in splits]
+             f" ({_verdict(cand.get(s), par.get(s), inp.unpaired_seeds)} vs parent)" for s in splits]
     return "\n".join(lines) or "no metrics (the candidate was not evaluated)"
 
 
-def _verdict(a: dict | None, b: dict | None) -> str:
-    """Paired over the seeds both were trained on: better/worse when the interval of the per-seed differences
-    excludes 0. Seed noise is shared by a candidate and its parent on the same seed, so comparing the two
-    unpaired intervals hid clear differences. Without common seeds: better/worse only when they do not overlap."""
+def _verdict(a: dict | None, b: dict | None, unpaired: Sequence[str] = ()) -> str:
+    """Paired over the seeds both were trained on from the same warm start: better/worse when the interval of
+    the per-seed differences excludes 0. Seed noise is shared by a candidate and its parent on the same seed,
+    so comparing the two unpaired intervals hid clear differences. Without such seeds: better/worse only when
+    the unpaired intervals do not overlap."""
     if not a or not b or "mean" not in a or "mean" not in b:
         return "n/a"
-    common = set(a.get("per_seed") or {}) & set(b.get("per_seed") or {})
+    common = (set(map(str, a.get("per_seed") or {})) & set(map(str, b.get("per_seed") or {}))) - set(map(str, unpaired))
     if len(common) >= 2:
-        d = paired_metrics(a, b)
+        d = paired_metrics(a, b, exclude=unpaired)
         word = "better" if d["lo"] > 0 else "worse" if d["hi"] < 0 else "no clear difference"
         return f"{word}, paired over {d['n']} seeds: {d['mean']:+.3f} [{d['lo']:+.3f}, {d['hi']:+.3f}]"
     if "lo" in a and "hi" in b and a["lo"] > b["hi"]:

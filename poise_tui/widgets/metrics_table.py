@@ -6,6 +6,7 @@ from typing import Any
 
 from textual.widgets import DataTable
 
+from core.eval_noise import seeds_on_other_warm_starts
 from core.stats import DEFAULT_INTERVAL
 from poise_tui.pairing import paired_text
 from poise_tui.rundata import per_seed, score_of, splits_of
@@ -21,11 +22,25 @@ def metric_rows(cand: Any, refs: dict[str, Any]) -> list[tuple[str, ...]]:
             score = score_of(cand, part, split)
             mine = per_seed(cand, part, split)
             cells = [part, split, _score_text(score), " ".join(f"{s}:{v * 100:.1f}" for s, v in mine.items())]
-            for ref in refs.values():
-                method = score.interval if score is not None else DEFAULT_INTERVAL
-                cells.append(paired_text(mine, per_seed(ref, part, split), method=method) if ref is not None else "—")
+            method = score.interval if score is not None else DEFAULT_INTERVAL
+            cells += [_delta_cell(cand, ref, mine, per_seed(ref, part, split), method) if ref is not None else "—"
+                      for ref in refs.values()]
             rows.append(tuple(cells))
     return rows
+
+
+def _delta_cell(cand: Any, ref: Any, mine: dict[str, float], theirs: dict[str, float], method: str) -> str:
+    """The paired difference over the seeds both trained from the same warm start; a seed trained from
+    another warm start is no pair, so it is left out, and the cell says how many seeds remain."""
+    unpaired = set(seeds_on_other_warm_starts(getattr(cand, "results", None) or {}, getattr(ref, "results", None) or {}))
+    if not unpaired:
+        return paired_text(mine, theirs, method=method)
+    kept = {s: v for s, v in mine.items() if s not in unpaired}
+    n = len(set(kept) & set(theirs))
+    if n == 0:
+        return "other warm start"
+    text = paired_text(kept, theirs, method=method)
+    return text if n == 1 else f"{text} n={n}"
 
 
 def _score_text(score: Any) -> str:
