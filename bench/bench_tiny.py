@@ -62,9 +62,13 @@ def run_full_job(cfg: TinyConfig, seed: int, threads: int) -> JobResult:
     path = spec.save()
     env = {**os.environ, "POISE_THREADS": str(threads), "PYTHONPATH": str(REPO)}
     t0 = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "core.recipes.job", str(path)], cwd=REPO, env=env, check=True,
-                   stdout=subprocess.DEVNULL)
-    result = JobResult.load(job_dir)
+    results = []
+    for entry in ("core.recipes.job", "core.recipes.eval_job"):  # train, then score, as core.jobs runs them
+        subprocess.run([sys.executable, "-m", entry, str(path)], cwd=REPO, env=env, check=True,
+                       stdout=subprocess.DEVNULL)
+        results.append(JobResult.load(job_dir))
+    trained, result = results
+    result.steps_done, result.extra = trained.steps_done, {**trained.extra, **result.extra}
     result.extra["process_wall_s"] = time.perf_counter() - t0
     return result
 

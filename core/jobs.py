@@ -12,6 +12,12 @@ crashed(traceback tail) / timed_out / cancelled, and the verdict is written to
 `result.json` in the job dir (the supervisor's verdict replaces the recipe's
 when they disagree, e.g. the recipe never got to write one).
 
+A full job of a recipe in core.recipes.eval_job.RECIPES runs in two processes. The training process
+(candidate code) saves the policy. Once it has exited cleanly, a second sandboxed process that never imports
+candidate code scores it, from a spec.json written again from memory. Its scores are the only ones kept,
+so a candidate cannot patch the evaluator or forge result.json. The training process's own result stays in
+train_result.json. The wall-clock limit and cancel() cover both processes.
+
 A job dir is one attempt: starting a job clears the previous attempt's
 result.json, metrics.jsonl and logs there.
 """
@@ -30,14 +36,20 @@ from pathlib import Path
 from typing import Any
 
 from core import sandbox
+from core.errors import SandboxError
 from core.jobspec import JobResult, JobSpec
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 JOB_ENTRY = "core.recipes.job"
+EVAL_ENTRY = "core.recipes.eval_job"
+TRAIN_RESULT = "train_result.json"  # the training process's own result, kept beside the trusted one
+# What only the evaluation process may say: the training process ran candidate code, so its word on these is void.
+SCORE_KEYS = ("warm_start", "warm_start_sha256", "model_hash", "eval_s")
 PROBE_ENTRY = "core.probes"
 POLL_S = 0.1
 TAIL_LINES = 20
-ATTEMPT_FILES = ("result.json", "metrics.jsonl", "stdout.log", "stderr.log", sandbox.VIOLATIONS_FILE)
+ATTEMPT_FILES = ("result.json", TRAIN_RESULT, "policy.safetensors", "metrics.jsonl", "stdout.log", "stderr.log",
+                 sandbox.VIOLATIONS_FILE)
 Listener = Callable[[dict[str, Any]], None]
 
 
@@ -124,10 +136,13 @@ class _Stop:
 class JobHandle:
     """A running (or finished) job. Thread-safe: the monitor thread writes, any thread reads."""
 
-    def __init__(self, spec: JobSpec, proc: sandbox.SandboxProcess, limits: Any, early_kill: Any) -> None:
+    def __init__(self, spec: JobSpec, proc: sandbox.SandboxProcess, limits: Any, early_kill: Any,
+                 eval_phase: Callable[[], sandbox.SandboxProcess] | None = None) -> None:
         self.spec = spec
         self.job_dir = Path(spec.job_dir)
         self._proc = proc
+        self._started = proc.started
+        self._eval_phase = eval_phase  # starts the trusted scoring process once training ended cleanly
         self._timeout_s = float(limits.timeout_s)
         self._tail = MetricsTail(self.job_dir / "metrics.jsonl")
         self._rules = EarlyKill(early_kill)
@@ -195,7 +210,14 @@ class JobHandle:
 
     # the monitor thread -----------------------------------------------------------
     def _monitor(self) -> None:
-        deadline = self._proc.started + self._timeout_s if self._timeout_s > 0 else float("inf")  # <= 0: no limit
+        result = self._supervise()
+        if self._eval_phase is not None and result.outcome == "evaluated":
+            result = self._trusted_eval(result)
+        self._finish(result)
+
+    def _supervise(self) -> JobResult:
+        """Watch the current process to its end (the wall-clock limit counts from the job's start)."""
+        deadline = self._started + self._timeout_s if self._timeout_s > 0 else float("inf")  # <= 0: no limit
         while self._proc.poll() is None:
             self._drain()
             if time.monotonic() > deadline:
@@ -206,7 +228,22 @@ class JobHandle:
             self._wake.wait(POLL_S)
         self._proc.close()
         self._drain()
-        self._finish(self._verdict(self._proc.popen.returncode))
+        return self._verdict(self._proc.popen.returncode)
+
+    def _trusted_eval(self, trained: JobResult) -> JobResult:
+        """Score the trained policy in a process without candidate code; its scores are the only ones kept.
+        The training group is dead by now (close() killed it), so nothing rewrites the files read next."""
+        trained.save(self.job_dir)
+        (self.job_dir / "result.json").replace(self.job_dir / TRAIN_RESULT)
+        try:
+            self._proc = self._eval_phase()
+        except SandboxError as exc:
+            return JobResult("crashed", f"cannot start the evaluation process: {exc}", steps_done=trained.steps_done)
+        scored = self._supervise()
+        kept = {k: v for k, v in trained.extra.items() if k not in SCORE_KEYS}
+        scored.extra = {**kept, **scored.extra, "scored_by": EVAL_ENTRY}
+        scored.steps_done, scored.wall_s = trained.steps_done, 0.0  # wall_s: the whole job's, set by _finish
+        return scored
 
     def _drain(self) -> None:
         for row in self._tail.read_new():
@@ -227,7 +264,7 @@ class JobHandle:
         self._wake.set()
 
     def _finish(self, result: JobResult) -> None:
-        result.wall_s = result.wall_s or time.monotonic() - self._proc.started
+        result.wall_s = result.wall_s or time.monotonic() - self._started
         result.steps_done = result.steps_done or _steps(self._rows)
         result.save(self.job_dir)
         with self._cond:
@@ -334,10 +371,25 @@ def start_job(spec: JobSpec, limits: Any, early_kill: Any, project_root: str | P
     if not spec.early_kill:
         spec.early_kill = asdict(early_kill)  # the recipe can stop itself cleanly with the same thresholds
     spec_path = spec.save()
-    proc = sandbox.spawn(entry, [str(spec_path)], job_dir=job_dir, project_root=project_root, limits=limits,
-                         trusted_write_dirs=_trainer_dirs(spec), extra_env=extra_env,
-                         allow_tcp=spec.recipe == "math")  # torch.distributed of TRL + colocated vLLM
-    return JobHandle(spec, proc, limits, early_kill)
+    start = partial(sandbox.spawn, args=[str(spec_path)], job_dir=job_dir, project_root=project_root, limits=limits,
+                    trusted_write_dirs=_trainer_dirs(spec), extra_env=extra_env)
+    proc = start(entry, allow_tcp=spec.recipe == "math")  # torch.distributed of TRL + colocated vLLM
+    return JobHandle(spec, proc, limits, early_kill, _eval_phase(spec, entry, start))
+
+
+def _eval_phase(spec: JobSpec, entry: str, start: Callable[..., sandbox.SandboxProcess]
+                ) -> Callable[[], sandbox.SandboxProcess] | None:
+    """How to start the trusted scoring process after training, for a full job of a recipe that has one."""
+    from core.recipes.eval_job import RECIPES
+
+    if entry != JOB_ENTRY or spec.mode != "full" or spec.recipe not in RECIPES:
+        return None
+
+    def begin() -> sandbox.SandboxProcess:
+        spec.save()  # again, from memory: the candidate's process could write the job dir's spec.json
+        return start(EVAL_ENTRY)
+
+    return begin
 
 
 def _trainer_dirs(spec: JobSpec) -> list[str]:

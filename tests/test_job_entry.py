@@ -33,10 +33,10 @@ def _spec(tmp_path: Path, mode: str, cache: Path, algorithm: Path = GRPO, **over
     return spec
 
 
-def _run_job(spec: JobSpec) -> subprocess.CompletedProcess:
+def _run_job(spec: JobSpec, module: str = "core.recipes.job") -> subprocess.CompletedProcess:
     env = {**os.environ, "POISE_THREADS": "1", "PYTHONPATH": str(REPO)}
     path = Path(spec.job_dir) / "spec.json"
-    return subprocess.run([sys.executable, "-m", "core.recipes.job", str(path)], cwd=REPO, env=env,
+    return subprocess.run([sys.executable, "-m", module, str(path)], cwd=REPO, env=env,
                           capture_output=True, text=True, timeout=300, check=False)
 
 
@@ -53,11 +53,17 @@ def test_smoke_job_runs_three_steps_without_eval(tmp_path: Path, cache: Path):
 
 
 def test_full_job_reports_both_parts_and_the_warm_start(tmp_path: Path, cache: Path):
+    """Training saves the policy without scoring it; the evaluation entry (no candidate code) scores it."""
     spec = _spec(tmp_path, "full", cache)
     proc = _run_job(spec)
     assert proc.returncode == 0, proc.stderr[-3000:]
+    trained = JobResult.load(spec.job_dir)
+    assert trained.outcome == "evaluated" and trained.steps_done == 2 and trained.overall == {}
+    assert "warm_start" not in trained.extra and (Path(spec.job_dir) / "policy.safetensors").is_file()
+    proc = _run_job(spec, "core.recipes.eval_job")
+    assert proc.returncode == 0, proc.stderr[-3000:]
     result = JobResult.load(spec.job_dir)
-    assert result.outcome == "evaluated" and result.steps_done == 2
+    assert result.outcome == "evaluated"
     splits = {"add1", "add2", "sub", "mul", "mixed", "chain"}
     assert set(result.eval) == {"selection", "heldout"}
     assert all(set(result.eval[p]) == splits for p in result.eval)

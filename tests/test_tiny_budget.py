@@ -18,7 +18,7 @@ from core.jobspec import JobSpec
 from core.recipes.tiny.bundle import bundled_model
 from core.recipes.tiny.config import TinyConfig
 from core.recipes.tiny.model import model_hash
-from core.recipes.tiny.run import run_job
+from core.recipes.tiny.run import train_and_evaluate
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -34,7 +34,7 @@ def test_default_budget_improves_overall_on_both_parts(tmp_path: Path):
     spec = JobSpec(recipe="tiny", algorithm_path=str(_seed_algorithm()), job_dir=str(tmp_path / "job"), seed=0,
                    recipe_config=asdict(TinyConfig()), mode="full")
     try:
-        result = run_job(spec, lambda line: None, load_algorithm(spec.algorithm_path), progress=lambda d, t, m: None)
+        result = train_and_evaluate(spec, lambda line: None, load_algorithm(spec.algorithm_path), progress=lambda d, t, m: None)
     finally:
         torch.set_num_threads(before)
     warm = result.extra["warm_start"]["overall"]

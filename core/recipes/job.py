@@ -3,7 +3,8 @@
 Runs inside the sandbox (core.jobs starts it). It loads the JobSpec and the
 candidate, dispatches on spec.recipe, appends one JSON line per step to
 `metrics.jsonl` (flushed at once, so listeners see it live; the same line goes
-to stdout) and writes `result.json`. An exception from candidate code is NOT
+to stdout) and writes `result.json`. For recipe tiny in full mode, that result carries no scores: the
+policy is saved and core.recipes.eval_job, which core.jobs starts next, scores it without candidate code. An exception from candidate code is NOT
 caught: it ends the process with a traceback on stderr and a non-zero exit,
 which the job supervisor classifies as crashed.
 """
@@ -63,14 +64,16 @@ def run(spec: JobSpec) -> JobResult:
     raise ConfigError(f"spec.json: unknown recipe {spec.recipe!r}; valid recipes: 'tiny', 'math'")
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, job: Callable[[JobSpec], JobResult] = run,
+         module: str = "core.recipes.job") -> int:
+    """`python -m <module> <job_dir>/spec.json`: run `job` on the spec and save its result.json."""
     args = sys.argv[1:] if argv is None else argv
     if len(args) != 1:
-        print("usage: python -m core.recipes.job <job_dir>/spec.json", file=sys.stderr)
+        print(f"usage: python -m {module} <job_dir>/spec.json", file=sys.stderr)
         return 2
     spec = JobSpec.load(Path(args[0]))
     set_threads()
-    result = run(spec)
+    result = job(spec)
     result.save(spec.job_dir)
     return 0
 

@@ -1,10 +1,13 @@
-"""Recipe `tiny` end to end for one (candidate, seed): warm start -> RL -> final evaluation -> JobResult."""
+"""Recipe `tiny` for one (candidate, seed), in two processes: `run_job` trains with the candidate's code and
+saves the policy; `eval_job` scores it in a process that never imports candidate code (core.jobs starts it
+after training), so a candidate cannot patch the evaluator or forge the scores it is judged by."""
 
 from __future__ import annotations
 
 import math
 import time
 from collections.abc import Callable
+from pathlib import Path
 from types import ModuleType
 from typing import Any
 
@@ -24,36 +27,77 @@ def tiny_config(spec: JobSpec) -> TinyConfig:
     return from_dict(TinyConfig, spec.recipe_config, "tiny (job spec recipe_config)")
 
 
+POLICY_FILE = "policy.safetensors"  # in the job dir: the trained weights, read by eval_job without pickle
+
+
 def run_job(spec: JobSpec, emit: Emit, algo: ModuleType, progress: Progress | None = None) -> JobResult:
-    """Train `algo` with the recipe's protocol, then evaluate (full mode) and return the JobResult."""
+    """Train `algo` with the recipe's protocol. In full mode, save the policy for eval_job; no scores here."""
     t0 = time.perf_counter()
+    cfg, model, tok, _, sets = _warm_start(spec, progress)
+    steps = cfg.rl_steps(spec.mode)
+    t_train = time.perf_counter()
+    res = train(model, tok, algo, cfg, spec.seed, steps, sets.all_prompts(), emit, spec.early_kill)
+    extra = _throughput(res, time.perf_counter() - t_train)
+    if res.diverged:
+        return JobResult("diverged", res.diverged, wall_s=time.perf_counter() - t0, steps_done=res.steps_done,
+                         extra=extra)
+    if spec.mode == "full":
+        from safetensors.torch import save_model
+
+        Path(spec.job_dir).mkdir(parents=True, exist_ok=True)
+        save_model(model, str(Path(spec.job_dir) / POLICY_FILE))
+    return JobResult("evaluated", wall_s=time.perf_counter() - t0, steps_done=res.steps_done, extra=extra)
+
+
+def eval_job(spec: JobSpec, progress: Progress | None = None) -> JobResult:
+    """Score the policy run_job saved: the warm start from the cache, the trained weights loaded into it
+    (strict: the same tensors, nothing else), then the final evaluation and the warm start's."""
+    t0 = time.perf_counter()
+    cfg, model, tok, path, sets = _warm_start(spec, progress)
+    # Which weights RL started from: the hash names a config, and one config built on two CPUs gives two models.
+    extra: dict[str, Any] = {"model_hash": model_hash(cfg), "warm_start_sha256": sha256_of(path / WEIGHTS),
+                             "warm_start": warm_start_scores(model, tok, cfg, sets, path)}
+    problem = _load_policy(model, Path(spec.job_dir) / POLICY_FILE)
+    if problem:
+        return JobResult("crashed", problem, extra=extra)
+    if not _finite_weights(model):
+        return JobResult("diverged", "weights contain NaN/inf after training", extra=extra)
+    scores, overall, per_problem = evaluate(model, tok, cfg, sets)
+    extra["eval_s"] = time.perf_counter() - t0
+    return JobResult("evaluated", eval=scores, overall=overall, per_problem=per_problem,
+                     weights=dict(cfg.weights), extra=extra)
+
+
+def train_and_evaluate(spec: JobSpec, emit: Emit, algo: ModuleType, progress: Progress | None = None) -> JobResult:
+    """Both phases in this process, for benchmarks and tests of the recipe itself (not of its isolation)."""
+    trained = run_job(spec, emit, algo, progress)
+    if trained.outcome != "evaluated" or spec.mode != "full":
+        return trained
+    scored = eval_job(spec, progress)
+    scored.steps_done, scored.extra = trained.steps_done, {**trained.extra, **scored.extra}
+    return scored
+
+
+def _warm_start(spec: JobSpec, progress: Progress | None) -> tuple[TinyConfig, Any, Any, Path, Any]:
+    """Both phases start alike: the checked config, the cached warm start (model, tokenizer, dir), the eval sets."""
     cfg = tiny_config(spec)
     check_eval_config(cfg)
     _set_threads(cfg.threads)
     model, tok, path = load_or_build(cfg, spec.cache_dir, progress)
-    sets = make_eval_sets(cfg.task_seed, cfg.eval_size)
-    # Which weights RL started from: the hash names a config, and one config built on two CPUs gives two models.
-    extra: dict[str, Any] = {"model_hash": model_hash(cfg), "warm_start_sha256": sha256_of(path / WEIGHTS)}
-    if spec.mode == "full":
-        extra["warm_start"] = warm_start_scores(model, tok, cfg, sets, path)
-    steps = cfg.rl_steps(spec.mode)
-    t_train = time.perf_counter()
-    res = train(model, tok, algo, cfg, spec.seed, steps, sets.all_prompts(), emit, spec.early_kill)
-    extra |= _throughput(res, time.perf_counter() - t_train)
-    if res.diverged:
-        return JobResult("diverged", res.diverged, wall_s=time.perf_counter() - t0, steps_done=res.steps_done,
-                         extra=extra)
-    if not _finite_weights(model):
-        return JobResult("diverged", "weights contain NaN/inf after training", wall_s=time.perf_counter() - t0,
-                         steps_done=res.steps_done, extra=extra)
-    scores, overall, per_problem = ({}, {}, {})
-    if spec.mode == "full":
-        t_eval = time.perf_counter()
-        scores, overall, per_problem = evaluate(model, tok, cfg, sets)
-        extra["eval_s"] = time.perf_counter() - t_eval
-    return JobResult("evaluated", eval=scores, overall=overall, per_problem=per_problem,
-                     weights=dict(cfg.weights) if per_problem else {}, wall_s=time.perf_counter() - t0,
-                     steps_done=res.steps_done, extra=extra)
+    return cfg, model, tok, path, make_eval_sets(cfg.task_seed, cfg.eval_size)
+
+
+def _load_policy(model: Any, path: Path) -> str:
+    """'' once the file's tensors replace the model's; otherwise why the trained weights are unusable."""
+    from safetensors.torch import load_model
+
+    try:
+        load_model(model, str(path), strict=True)
+    except FileNotFoundError:
+        return f"training wrote no {POLICY_FILE}: nothing to evaluate"
+    except Exception as exc:  # noqa: BLE001 - a file the candidate's process wrote: any defect is its outcome
+        return f"{POLICY_FILE} is not the recipe's model: {type(exc).__name__}: {str(exc)[:300]}"
+    return ""
 
 
 def _set_threads(n: int) -> None:

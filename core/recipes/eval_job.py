@@ -1,0 +1,32 @@
+"""Trusted evaluation entry point: `python -m core.recipes.eval_job <job_dir>/spec.json`.
+
+core.jobs starts it in the sandbox after a full training job exited cleanly, with spec.json written again
+from the supervisor's memory. It never imports candidate code: it loads the trained weights the training
+process saved (safetensors, no pickle) into the recipe's model and writes the scores to result.json.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from core.errors import ConfigError
+from core.jobspec import JobResult, JobSpec
+from core.recipes.job import main as job_main
+
+RECIPES = ("tiny",)  # recipes whose scores come from this process (math still scores in its training process)
+
+
+def evaluate(spec: JobSpec) -> JobResult:
+    if spec.recipe == "tiny":
+        from core.recipes.tiny.run import eval_job
+
+        return eval_job(spec)
+    raise ConfigError(f"spec.json: recipe {spec.recipe!r} has no trusted evaluation; valid: {', '.join(RECIPES)}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    return job_main(argv, evaluate, "core.recipes.eval_job")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
