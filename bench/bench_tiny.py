@@ -67,8 +67,8 @@ def run_full_job(cfg: TinyConfig, seed: int, threads: int) -> JobResult:
         subprocess.run([sys.executable, "-m", entry, str(path)], cwd=REPO, env=env, check=True,
                        stdout=subprocess.DEVNULL)
         results.append(JobResult.load(job_dir))
-    trained, result = results
-    result.steps_done, result.extra = trained.steps_done, {**trained.extra, **result.extra}
+    trained, scored = results
+    result = scored.after_training(trained)
     result.extra["process_wall_s"] = time.perf_counter() - t0
     return result
 

@@ -37,18 +37,16 @@ from typing import Any
 
 from core import sandbox
 from core.errors import SandboxError
-from core.jobspec import JobResult, JobSpec
+from core.jobspec import POLICY_FILE, JobResult, JobSpec
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 JOB_ENTRY = "core.recipes.job"
 EVAL_ENTRY = "core.recipes.eval_job"
 TRAIN_RESULT = "train_result.json"  # the training process's own result, kept beside the trusted one
-# What only the evaluation process may say: the training process ran candidate code, so its word on these is void.
-SCORE_KEYS = ("warm_start", "warm_start_sha256", "model_hash", "eval_s")
 PROBE_ENTRY = "core.probes"
 POLL_S = 0.1
 TAIL_LINES = 20
-ATTEMPT_FILES = ("result.json", TRAIN_RESULT, "policy.safetensors", "metrics.jsonl", "stdout.log", "stderr.log",
+ATTEMPT_FILES = ("result.json", TRAIN_RESULT, POLICY_FILE, "metrics.jsonl", "stdout.log", "stderr.log",
                  sandbox.VIOLATIONS_FILE)
 Listener = Callable[[dict[str, Any]], None]
 
@@ -239,10 +237,9 @@ class JobHandle:
             self._proc = self._eval_phase()
         except SandboxError as exc:
             return JobResult("crashed", f"cannot start the evaluation process: {exc}", steps_done=trained.steps_done)
-        scored = self._supervise()
-        kept = {k: v for k, v in trained.extra.items() if k not in SCORE_KEYS}
-        scored.extra = {**kept, **scored.extra, "scored_by": EVAL_ENTRY}
-        scored.steps_done, scored.wall_s = trained.steps_done, 0.0  # wall_s: the whole job's, set by _finish
+        scored = self._supervise().after_training(trained)
+        scored.extra["scored_by"] = EVAL_ENTRY
+        scored.wall_s = 0.0  # the whole job's, set by _finish
         return scored
 
     def _drain(self) -> None:

@@ -90,6 +90,19 @@ class JobResult:
         known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
         return cls(**known)
 
+    def after_training(self, trained: JobResult) -> JobResult:
+        """This scoring result (core.recipes.eval_job) with the training result's steps and timings. Only
+        the scoring process speaks for the scores and the warm start: training ran candidate code."""
+        kept = {k: v for k, v in trained.extra.items() if k not in SCORE_KEYS}
+        self.steps_done, self.extra = trained.steps_done, {**kept, **self.extra}
+        return self
+
+
+POLICY_FILE = "policy.safetensors"  # in the job dir: the trained weights, saved by training, read by scoring
+
+# What only the scoring process may report (it never imports candidate code).
+SCORE_KEYS = ("warm_start", "warm_start_sha256", "model_hash", "eval_s")
+
 
 def write_json_atomic(path: Path, data: Any) -> None:
     """Write JSON so a reader (or a crash) never sees a half-written file: temp file, fsync, rename."""

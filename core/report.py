@@ -123,7 +123,7 @@ def paired_vs(c: Candidate, base: Candidate | None, split: str = "overall", part
     keep = None if only_seeds is None else {str(s) for s in only_seeds}
     pa, pb = ({**m, "per_seed": {k: v for k, v in (m.get("per_seed") or {}).items() if keep is None or k in keep}}
               for m in (a, b))
-    unpaired = seeds_on_other_warm_starts(c.results or {}, base.results or {}) if base else []
+    unpaired = seeds_on_other_warm_starts(c.results or {}, base.results or {})
     note = f"; seeds {', '.join(map(str, unpaired))} left out: trained from other warm starts" if unpaired else ""
     try:
         return _fmt_ci(paired_metrics(pa, pb, exclude=unpaired), signed=True) + note

@@ -115,15 +115,17 @@ def _bootstrap_interval(arr: np.ndarray, mean: float, n_boot: int, alpha: float,
 
 def paired_difference(
     a: Mapping[Seed, float], b: Mapping[Seed, float], n_boot: int = 2000, alpha: float = 0.05, rng_seed: int = 0,
-    method: str = DEFAULT_INTERVAL,
+    method: str = DEFAULT_INTERVAL, exclude: Collection[Seed] = (),
 ) -> dict[str, Any]:
     """Mean of a[s] - b[s] over the seeds both have, with its interval (summarize's `method`).
 
     Returns {mean, lo, hi, n, seeds, interval}. Seeds only one side has are ignored: an
-    unpaired seed would mix seed noise into the difference.
+    unpaired seed would mix seed noise into the difference. Seeds in `exclude` are no pair either
+    (core.eval_noise.seeds_on_other_warm_starts: trained from two different warm starts).
     """
     na, nb = _normalise(a), _normalise(b)
-    common = [k for k in na if k in nb]
+    skip = {_seed_key(s) for s in exclude}
+    common = [k for k in na if k in nb and k not in skip]
     if not common:
         raise StatsError(
             f"no common seeds to pair (a has {sorted(na) or 'none'}, b has {sorted(nb) or 'none'}); "
@@ -136,10 +138,9 @@ def paired_difference(
 def paired_metrics(a: Mapping[str, Any], b: Mapping[str, Any], exclude: Collection[Seed] = ()) -> dict[str, Any]:
     """paired_difference of two stored metrics ({per_seed, interval, ...}) by the interval method they were
     stored with, so a comparison uses the run's [stats] interval like the metrics it compares. Seeds in
-    `exclude` are no pair (core.eval_noise.seeds_on_other_warm_starts) and are left out of both sides."""
-    skip = {_seed_key(s) for s in exclude}
-    pa, pb = ({k: v for k, v in (m.get("per_seed") or {}).items() if _seed_key(k) not in skip} for m in (a, b))
-    return paired_difference(pa, pb, method=a.get("interval", DEFAULT_INTERVAL))
+    `exclude` are left out (paired_difference)."""
+    return paired_difference(a.get("per_seed") or {}, b.get("per_seed") or {}, method=a.get("interval", DEFAULT_INTERVAL),
+                             exclude=exclude)
 
 
 def _as_dict(result: Any) -> dict[str, Any]:

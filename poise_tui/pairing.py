@@ -6,18 +6,23 @@ numbers the report shows; this module only turns them into short cells.
 
 from __future__ import annotations
 
+from collections.abc import Collection
+
 from core.stats import DEFAULT_INTERVAL, StatsError, paired_difference
 
 
-def paired_text(a: dict[str, float], b: dict[str, float], scale: float = 100.0, method: str = DEFAULT_INTERVAL) -> str:
+def paired_text(a: dict[str, float], b: dict[str, float], scale: float = 100.0, method: str = DEFAULT_INTERVAL,
+                unpaired: Collection[str] = ()) -> str:
     """"+1.2 [-0.3, +2.6]" for a - b over shared seeds, by interval `method` (the run's, as a's metric stores
-    it); "—" when there is nothing to pair."""
+    it); "—" when there is nothing to pair. Seeds trained from other warm starts (`unpaired`) are left out;
+    then the cell says how many seeds remain, or "other warm start" when none does."""
     if not a or not b:
         return "—"
     try:
-        d = paired_difference(a, b, method=method)
+        d = paired_difference(a, b, method=method, exclude=unpaired)
     except StatsError:
-        return "no shared seeds"
+        return "other warm start" if unpaired else "no shared seeds"
     if d["n"] == 1:
         return f"{d['mean'] * scale:+.1f} (n=1)"
-    return f"{d['mean'] * scale:+.1f} [{d['lo'] * scale:+.1f}, {d['hi'] * scale:+.1f}]"
+    text = f"{d['mean'] * scale:+.1f} [{d['lo'] * scale:+.1f}, {d['hi'] * scale:+.1f}]"
+    return f"{text} n={d['n']}" if unpaired else text

@@ -26,7 +26,7 @@ from core.operators.context import (
     load_prompt,
     prompt_window,
 )
-from core.stats import paired_metrics
+from core.stats import StatsError, paired_metrics
 
 __all__ = ["Reflection", "ReflectionInput", "curve_stats", "reflect", "unified_diff"]
 
@@ -122,9 +122,11 @@ def _verdict(a: dict | None, b: dict | None, unpaired: Sequence[str] = ()) -> st
     the unpaired intervals do not overlap."""
     if not a or not b or "mean" not in a or "mean" not in b:
         return "n/a"
-    common = (set(map(str, a.get("per_seed") or {})) & set(map(str, b.get("per_seed") or {}))) - set(map(str, unpaired))
-    if len(common) >= 2:
+    try:
         d = paired_metrics(a, b, exclude=unpaired)
+    except StatsError:
+        d = None  # no seed to pair
+    if d is not None and d["n"] >= 2:
         word = "better" if d["lo"] > 0 else "worse" if d["hi"] < 0 else "no clear difference"
         return f"{word}, paired over {d['n']} seeds: {d['mean']:+.3f} [{d['lo']:+.3f}, {d['hi']:+.3f}]"
     if "lo" in a and "hi" in b and a["lo"] > b["hi"]:

@@ -3,8 +3,9 @@
 Runs inside the sandbox (core.jobs starts it). It loads the JobSpec and the
 candidate, dispatches on spec.recipe, appends one JSON line per step to
 `metrics.jsonl` (flushed at once, so listeners see it live; the same line goes
-to stdout) and writes `result.json`. For recipe tiny in full mode, that result carries no scores: the
-policy is saved and core.recipes.eval_job, which core.jobs starts next, scores it without candidate code. An exception from candidate code is NOT
+to stdout) and writes `result.json`. For recipe tiny in full mode that result
+carries no scores: the policy is saved, and core.recipes.eval_job (started next
+by core.jobs) scores it without candidate code. An exception from candidate code is NOT
 caught: it ends the process with a traceback on stderr and a non-zero exit,
 which the job supervisor classifies as crashed.
 """

@@ -16,6 +16,7 @@ PARTS = ("selection", "heldout")
 
 def metric_rows(cand: Any, refs: dict[str, Any]) -> list[tuple[str, ...]]:
     """Rows (part, split, mean [CI], per seed, Δ vs each ref); refs maps a column name to a candidate or None."""
+    unpaired = {name: _unpaired(cand, ref) for name, ref in refs.items()}
     rows = []
     for part in PARTS:
         for split in splits_of(cand, part):
@@ -23,24 +24,17 @@ def metric_rows(cand: Any, refs: dict[str, Any]) -> list[tuple[str, ...]]:
             mine = per_seed(cand, part, split)
             cells = [part, split, _score_text(score), " ".join(f"{s}:{v * 100:.1f}" for s, v in mine.items())]
             method = score.interval if score is not None else DEFAULT_INTERVAL
-            cells += [_delta_cell(cand, ref, mine, per_seed(ref, part, split), method) if ref is not None else "—"
-                      for ref in refs.values()]
+            cells += [paired_text(mine, per_seed(ref, part, split), method=method, unpaired=unpaired[name])
+                      if ref is not None else "—" for name, ref in refs.items()]
             rows.append(tuple(cells))
     return rows
 
 
-def _delta_cell(cand: Any, ref: Any, mine: dict[str, float], theirs: dict[str, float], method: str) -> str:
-    """The paired difference over the seeds both trained from the same warm start; a seed trained from
-    another warm start is no pair, so it is left out, and the cell says how many seeds remain."""
-    unpaired = set(seeds_on_other_warm_starts(getattr(cand, "results", None) or {}, getattr(ref, "results", None) or {}))
-    if not unpaired:
-        return paired_text(mine, theirs, method=method)
-    kept = {s: v for s, v in mine.items() if s not in unpaired}
-    n = len(set(kept) & set(theirs))
-    if n == 0:
-        return "other warm start"
-    text = paired_text(kept, theirs, method=method)
-    return text if n == 1 else f"{text} n={n}"
+def _unpaired(cand: Any, ref: Any) -> list[str]:
+    """Seeds the two trained from different warm starts: no pair on any split, so computed once per reference."""
+    if ref is None:
+        return []
+    return seeds_on_other_warm_starts(getattr(cand, "results", None) or {}, getattr(ref, "results", None) or {})
 
 
 def _score_text(score: Any) -> str:

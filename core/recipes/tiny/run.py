@@ -12,7 +12,7 @@ from types import ModuleType
 from typing import Any
 
 from core.configlib import from_dict
-from core.jobspec import JobResult, JobSpec
+from core.jobspec import POLICY_FILE, JobResult, JobSpec
 from core.recipes.tiny.bundle import WEIGHTS, sha256_of
 from core.recipes.tiny.config import TinyConfig
 from core.recipes.tiny.evaluate import check_eval_config, evaluate, warm_start_scores
@@ -25,9 +25,6 @@ Emit = Callable[[dict[str, Any]], None]
 
 def tiny_config(spec: JobSpec) -> TinyConfig:
     return from_dict(TinyConfig, spec.recipe_config, "tiny (job spec recipe_config)")
-
-
-POLICY_FILE = "policy.safetensors"  # in the job dir: the trained weights, read by eval_job without pickle
 
 
 def run_job(spec: JobSpec, emit: Emit, algo: ModuleType, progress: Progress | None = None) -> JobResult:
@@ -73,9 +70,7 @@ def train_and_evaluate(spec: JobSpec, emit: Emit, algo: ModuleType, progress: Pr
     trained = run_job(spec, emit, algo, progress)
     if trained.outcome != "evaluated" or spec.mode != "full":
         return trained
-    scored = eval_job(spec, progress)
-    scored.steps_done, scored.extra = trained.steps_done, {**trained.extra, **scored.extra}
-    return scored
+    return eval_job(spec, progress).after_training(trained)
 
 
 def _warm_start(spec: JobSpec, progress: Progress | None) -> tuple[TinyConfig, Any, Any, Path, Any]:
