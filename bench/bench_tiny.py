@@ -62,14 +62,17 @@ def run_full_job(cfg: TinyConfig, seed: int, threads: int) -> JobResult:
     path = spec.save()
     env = {**os.environ, "POISE_THREADS": str(threads), "PYTHONPATH": str(REPO)}
     t0 = time.perf_counter()
-    results = []
+    results, walls = [], []
     for entry in ("core.recipes.job", "core.recipes.eval_job"):  # train, then score, as core.jobs runs them
+        start = time.perf_counter()
         subprocess.run([sys.executable, "-m", entry, str(path)], cwd=REPO, env=env, check=True,
                        stdout=subprocess.DEVNULL)
+        walls.append(time.perf_counter() - start)
         results.append(JobResult.load(job_dir))
     trained, scored = results
     result = scored.after_training(trained)
     result.extra["process_wall_s"] = time.perf_counter() - t0
+    result.extra["train_process_s"], result.extra["score_process_s"] = walls
     return result
 
 
@@ -91,6 +94,8 @@ def main() -> None:
         ws = r.extra["warm_start"]["overall"]
         print(json.dumps({
             "seed": seed, "outcome": r.outcome, "process_wall_s": round(r.extra["process_wall_s"], 1),
+            "train_process_s": round(r.extra["train_process_s"], 1),
+            "score_process_s": round(r.extra["score_process_s"], 1),
             "train_s": round(r.extra["train_s"], 1), "eval_s": round(r.extra["eval_s"], 1),
             "step_s": round(r.extra["train_s"] / max(r.steps_done, 1), 3),
             "generate_tok_per_s": round(r.extra["generate_tok_per_s"]),

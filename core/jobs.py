@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 import signal
 import threading
 import time
@@ -37,7 +38,7 @@ from typing import Any
 
 from core import sandbox
 from core.errors import SandboxError
-from core.jobspec import POLICY_FILE, JobResult, JobSpec
+from core.jobspec import POLICY_DIR, JobResult, JobSpec
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 JOB_ENTRY = "core.recipes.job"
@@ -46,7 +47,7 @@ TRAIN_RESULT = "train_result.json"  # the training process's own result, kept be
 PROBE_ENTRY = "core.probes"
 POLL_S = 0.1
 TAIL_LINES = 20
-ATTEMPT_FILES = ("result.json", TRAIN_RESULT, POLICY_FILE, "metrics.jsonl", "stdout.log", "stderr.log",
+ATTEMPT_FILES = ("result.json", TRAIN_RESULT, "metrics.jsonl", "stdout.log", "stderr.log",
                  sandbox.VIOLATIONS_FILE)
 Listener = Callable[[dict[str, Any]], None]
 
@@ -363,8 +364,7 @@ def start_job(spec: JobSpec, limits: Any, early_kill: Any, project_root: str | P
     """Write spec.json and start `python -m <entry> spec.json` in the sandbox. SandboxError if it cannot start."""
     job_dir = Path(spec.job_dir).resolve()
     job_dir.mkdir(parents=True, exist_ok=True)
-    for name in ATTEMPT_FILES:
-        (job_dir / name).unlink(missing_ok=True)
+    clear_attempt(job_dir)
     if not spec.early_kill:
         spec.early_kill = asdict(early_kill)  # the recipe can stop itself cleanly with the same thresholds
     spec_path = spec.save()
@@ -372,6 +372,13 @@ def start_job(spec: JobSpec, limits: Any, early_kill: Any, project_root: str | P
                     trusted_write_dirs=_trainer_dirs(spec), extra_env=extra_env)
     proc = start(entry, allow_tcp=spec.recipe == "math")  # torch.distributed of TRL + colocated vLLM
     return JobHandle(spec, proc, limits, early_kill, _eval_phase(spec, entry, start))
+
+
+def clear_attempt(job_dir: Path) -> None:
+    """What the previous attempt in this job dir left: its results, logs and trained policy."""
+    for name in ATTEMPT_FILES:
+        (job_dir / name).unlink(missing_ok=True)
+    shutil.rmtree(job_dir / POLICY_DIR, ignore_errors=True)
 
 
 def _eval_phase(spec: JobSpec, entry: str, start: Callable[..., sandbox.SandboxProcess]
@@ -384,7 +391,7 @@ def _eval_phase(spec: JobSpec, entry: str, start: Callable[..., sandbox.SandboxP
 
     def begin() -> sandbox.SandboxProcess:
         spec.save()  # again, from memory: the candidate's process could write the job dir's spec.json
-        return start(EVAL_ENTRY)
+        return start(EVAL_ENTRY, allow_tcp=spec.recipe == "math")  # vLLM's engine
 
     return begin
 
@@ -412,8 +419,8 @@ def run_probe(algorithm_path: str | Path, job_dir: str | Path, limits: Any,
     job = Path(job_dir).resolve()
     job.mkdir(parents=True, exist_ok=True)
     out = job / "probe.json"
-    for name in ("probe.json", *ATTEMPT_FILES):
-        (job / name).unlink(missing_ok=True)
+    clear_attempt(job)
+    out.unlink(missing_ok=True)
     # the tighter of the probe limit and the job limit (<= 0 is no limit)
     set_limits = [x for x in (sandbox.Limits.of(limits).timeout_s, getattr(limits, "probe_timeout_s", 0)) if x > 0]
     limit = min(set_limits) if set_limits else None

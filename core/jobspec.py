@@ -98,10 +98,10 @@ class JobResult:
         return self
 
 
-POLICY_FILE = "policy.safetensors"  # in the job dir: the trained weights, saved by training, read by scoring
+POLICY_DIR = "policy"  # in the job dir: the trained weights (core.recipes.policy), saved by training, read by scoring
 
 # What only the scoring process may report (it never imports candidate code).
-SCORE_KEYS = ("warm_start", "warm_start_sha256", "model_hash", "eval_s")
+SCORE_KEYS = ("warm_start", "warm_start_sha256", "model_hash", "eval_s", "overall_weights", "eval_sampler")
 
 
 def write_json_atomic(path: Path, data: Any) -> None:

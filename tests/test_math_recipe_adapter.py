@@ -17,7 +17,7 @@ import torch
 
 from core.contract import load_algorithm
 from core.errors import ModelNotFoundError
-from core.jobspec import METRIC_KEYS, OPTIONAL_METRIC_KEYS, JobSpec
+from core.jobspec import METRIC_KEYS, OPTIONAL_METRIC_KEYS, POLICY_DIR, JobSpec
 from core.recipes.math import data, rewards, tinymodel
 from core.recipes.math.data import MathDataError
 
@@ -293,16 +293,26 @@ def job_spec(tiny: dict, tmp_path: Path, mode: str = "full", **cfg) -> JobSpec:
                    seed=0, recipe_config=base, mode=mode)
 
 
-def test_run_job_trains_emits_metrics_and_evaluates_both_parts(tiny, tmp_path):
-    from core.recipes.math.run import run_job
-
+def user_benchmark(tiny: dict, tmp_path: Path) -> Path:
+    """A user-supplied amc.jsonl (pass@k) made of problems the tiny model was built on."""
     user = tmp_path / "user"
-    user.mkdir()
+    user.mkdir(exist_ok=True)
     rows = [{"problem": p.problem, "answer": p.answer} for p in tiny["problems"][:4]]
     (user / "amc.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return user
+
+
+def only_shard(spec: JobSpec) -> Path:
+    (path,) = (Path(spec.job_dir) / POLICY_DIR).iterdir()  # the tiny model fits in one
+    return path
+
+
+def test_run_job_trains_emits_metrics_and_saves_the_policy_unscored(tiny, tmp_path):
+    from core.recipes.math.run import run_job
+
     cand = write_candidate(tmp_path)
     lines: list[dict] = []
-    spec = job_spec(tiny, tmp_path, data_dir=str(user), benchmarks=["amc", "math500"])
+    spec = job_spec(tiny, tmp_path, data_dir=str(user_benchmark(tiny, tmp_path)), benchmarks=["amc", "math500"])
     result = run_job(spec, cand, lines.append)
     assert result.outcome == "evaluated" and result.steps_done == 2
     assert [ln["step"] for ln in lines] == [1, 2]
@@ -310,13 +320,100 @@ def test_run_job_trains_emits_metrics_and_evaluates_both_parts(tiny, tmp_path):
     assert all({"reward_mean", "loss", "accuracy", "valid_rate", "kept_frac"} <= set(ln) for ln in lines)
     # advantages once per step on the whole batch; the loss once per micro-batch (8 samples / 4 = 2 per step)
     assert cand.CALLS["adv"] == 2 and cand.CALLS["loss"] == 4
+    assert result.eval == {} and result.overall == {}  # scores come only from the scoring process
+    assert result.extra["device"] == ("cuda" if torch.cuda.is_available() else "cpu")
+    from safetensors.torch import load_file
+    from transformers import AutoModelForCausalLM
+
+    saved = load_file(str(only_shard(spec)))
+    base = AutoModelForCausalLM.from_pretrained(tiny["dir"], dtype=torch.float32).state_dict()
+    assert set(saved) <= set(base) and any(not torch.equal(saved[k], base[k]) for k in saved), "training moved nothing"
+
+
+@pytest.fixture
+def trained_math(tiny, tmp_path) -> JobSpec:
+    """A full math job's training phase, run here: the policy file is in the job dir."""
+    from core.recipes.math.run import run_job
+
+    spec = job_spec(tiny, tmp_path, data_dir=str(user_benchmark(tiny, tmp_path)), benchmarks=["amc", "math500"])
+    assert run_job(spec, write_candidate(tmp_path), lambda line: None).outcome == "evaluated"
+    return spec
+
+
+def test_scoring_process_scores_the_trained_policy_on_both_parts(trained_math):
+    from core.recipes.math.score import eval_job
+
+    result = eval_job(trained_math)
+    assert result.outcome == "evaluated", result.reason
     assert set(result.eval) == {"selection", "heldout"}
     assert all(set(part) == {"amc", "math500"} for part in result.eval.values())
-    assert "renormalised" in result.extra["overall_weights"]
+    assert "renormalised" in result.extra["overall_weights"] and result.extra["eval_sampler"] == "hf"
     assert result.weights == {"amc": 0.15, "math500": 0.15}  # the paper's, for the benchmarks present
     for part, scores in result.eval.items():
         assert {k: sum(v) / len(v) for k, v in result.per_problem[part].items()} == pytest.approx(scores)
-    assert result.extra["device"] == ("cuda" if torch.cuda.is_available() else "cpu")
+    assert not (Path(trained_math.job_dir) / POLICY_DIR).exists(), "keep_policy = false deletes the checkpoint"
+
+
+def test_scoring_uses_the_weights_in_the_file(tiny, trained_math):
+    """Oracle: a policy file whose final norm is negated (greedy then picks the least likely token) scores
+    MATH-500 as that model does when the test loads the file by hand, and not as the base model does."""
+    from safetensors.torch import load_file, save_file
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from core.configlib import from_dict
+    from core.recipes.math.config import MathConfig
+    from core.recipes.math.evaluate import HFSampler, score_benchmark
+    from core.recipes.math.run import load_eval_sets
+    from core.recipes.math.score import eval_job
+
+    path = only_shard(trained_math)
+    tensors = load_file(str(path))
+    save_file({**tensors, "model.norm.weight": -tensors["model.norm.weight"]}, str(path))
+    cfg = from_dict(MathConfig, dict(trained_math.recipe_config), "[math]")
+    parts = load_eval_sets(cfg)["math500"]
+    problems = parts["selection"] + parts["heldout"]
+    tok = AutoTokenizer.from_pretrained(tiny["dir"], padding_side="left")
+
+    def greedy_scores(state: dict | None) -> list[float]:
+        model = AutoModelForCausalLM.from_pretrained(tiny["dir"], dtype=torch.float32)
+        if state is not None:
+            model.load_state_dict(state, strict=False)
+            model.tie_weights()
+        return score_benchmark(HFSampler(model, tok), "math500", problems, 1, 0.0, cfg.eval_max_tokens)
+
+    by_hand = greedy_scores(load_file(str(path)))
+    assert by_hand != greedy_scores(None), "precondition: the file's model answers unlike the base model"
+    result = eval_job(trained_math)
+    assert result.outcome == "evaluated", result.reason
+    assert result.per_problem["selection"]["math500"] + result.per_problem["heldout"]["math500"] == by_hand
+
+
+def test_keep_policy_keeps_the_checkpoint(trained_math):
+    from core.recipes.math.score import eval_job
+
+    trained_math.recipe_config["keep_policy"] = True
+    assert eval_job(trained_math).outcome == "evaluated"
+    assert only_shard(trained_math).is_file()
+
+
+def test_a_bad_policy_is_a_crash_or_divergence_never_a_score(trained_math):
+    from safetensors.torch import load_file, save_file
+
+    from core.recipes.math.score import eval_job
+
+    path = only_shard(trained_math)
+    trained_math.recipe_config["keep_policy"] = True
+    tensors = load_file(str(path))
+    save_file({"lm_head.weight": torch.zeros(3, 3)}, str(path))
+    res = eval_job(trained_math)
+    assert res.outcome == "crashed" and res.reason.startswith(f"{POLICY_DIR}/ is not the recipe's model"), res.reason
+    name = next(iter(tensors))
+    save_file({**tensors, name: tensors[name].clone().fill_(float("nan"))}, str(path))
+    res = eval_job(trained_math)
+    assert res.outcome == "diverged" and "NaN" in res.reason and res.eval == {}
+    path.unlink()
+    res = eval_job(trained_math)
+    assert res.outcome == "crashed" and "wrote no" in res.reason
 
 
 def test_run_job_smoke_skips_evaluation(tiny, tmp_path):
@@ -382,6 +479,31 @@ def test_gpu_smoke_with_vllm_on_a_local_model(tmp_path):
     assert result.extra["use_vllm"] == vllm_usable() and result.extra["device"] == "cuda"
 
 
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_gpu_full_job_is_scored_in_its_own_process(tmp_path):
+    """A full job in the sandbox on POISE_GPU_MODEL: trained with the colocated vLLM, scored by
+    core.recipes.eval_job with a fresh engine (vLLM when installed) on the pushed weights."""
+    from core.config import EarlyKillConfig, LimitsConfig
+    from core.jobs import EVAL_ENTRY, start_job
+    from core.recipes.math.evaluate import vllm_usable
+
+    model = os.environ.get("POISE_GPU_MODEL", "")
+    if not model:
+        pytest.skip("set POISE_GPU_MODEL to a local HF model directory")
+    write_candidate(tmp_path)
+    config = {"model_path": model, "prompts_per_step": 4, "group_size": 4, "micro_batch_size": 8, "max_steps": 2,
+              "max_response_tokens": 128, "benchmarks": ["math500", "minerva"], "eval_max_problems": 8,
+              "eval_max_tokens": 128}
+    spec = JobSpec(recipe="math", algorithm_path=str(tmp_path / "algorithm.py"), job_dir=str(tmp_path / "job"), seed=0,
+                   recipe_config=config, mode="full")
+    result = start_job(spec, LimitsConfig(timeout_s=1200, memory_mb=0, cpu_s=0), EarlyKillConfig()).wait()
+    assert result.outcome == "evaluated", result.reason
+    assert result.extra["scored_by"] == EVAL_ENTRY
+    assert result.extra["eval_sampler"] == ("vllm" if vllm_usable() else "hf")
+    assert not (tmp_path / "job" / POLICY_DIR).exists()
+
+
 # --------------------------------------------------------------------------------------------- through the CLI
 
 
@@ -420,6 +542,7 @@ def test_poise_eval_runs_recipe_math_end_to_end(tiny, tmp_path):
     result = seed.results["0"]
     assert result["outcome"] == "evaluated" and result["steps_done"] == 2, result
     assert set(result["eval"]) == {"selection", "heldout"}
+    assert result["extra"]["scored_by"] == "core.recipes.eval_job" and result["extra"]["eval_sampler"] in ("hf", "vllm")
 
     # One round of the loop on top (LLM: the engine tests' fake server): propose, implement, verify, train,
     # reflect, all on recipe math.

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 from pathlib import Path
 
 import pytest
@@ -13,8 +14,8 @@ import torch
 
 from core.config import EarlyKillConfig, LimitsConfig
 from core.jobs import EVAL_ENTRY, TRAIN_RESULT, start_job
-from core.jobspec import JobResult, JobSpec
-from core.recipes.tiny.run import POLICY_FILE, eval_job, run_job
+from core.jobspec import POLICY_DIR, JobResult, JobSpec
+from core.recipes.tiny.run import eval_job, run_job
 
 ROOT = Path(__file__).resolve().parent.parent
 ADV = ROOT / "tests" / "adversarial"
@@ -82,6 +83,12 @@ def trained(tmp_path: Path, cache: Path) -> JobSpec:
     return spec
 
 
+def _shard(spec: JobSpec) -> Path:
+    """The one shard a tiny policy fits in."""
+    (path,) = (Path(spec.job_dir) / POLICY_DIR).iterdir()
+    return path
+
+
 def _eval(spec: JobSpec) -> JobResult:
     before = torch.get_num_threads()
     try:
@@ -91,25 +98,25 @@ def _eval(spec: JobSpec) -> JobResult:
 
 
 def test_no_policy_file_is_a_crash_that_says_so(trained: JobSpec) -> None:
-    (Path(trained.job_dir) / POLICY_FILE).unlink()
+    shutil.rmtree(Path(trained.job_dir) / POLICY_DIR)
     res = _eval(trained)
-    assert res.outcome == "crashed" and res.reason == f"training wrote no {POLICY_FILE}: nothing to evaluate"
+    assert res.outcome == "crashed" and res.reason == f"training wrote no {POLICY_DIR}/: nothing to evaluate"
 
 
 def test_a_policy_of_another_shape_is_a_crash_not_a_score(trained: JobSpec) -> None:
     from safetensors.torch import save_file
 
-    save_file({"lm_head.weight": torch.zeros(3, 3)}, str(Path(trained.job_dir) / POLICY_FILE))
+    save_file({"lm_head.weight": torch.zeros(3, 3)}, str(_shard(trained)))
     res = _eval(trained)
-    assert res.outcome == "crashed" and res.reason.startswith(f"{POLICY_FILE} is not the recipe's model")
-    (Path(trained.job_dir) / POLICY_FILE).write_bytes(b"\x00garbage")
+    assert res.outcome == "crashed" and res.reason.startswith(f"{POLICY_DIR}/ is not the recipe's model")
+    _shard(trained).write_bytes(b"\x00garbage")
     assert _eval(trained).outcome == "crashed"
 
 
 def test_a_policy_with_nan_weights_is_diverged(trained: JobSpec) -> None:
     from safetensors.torch import load_file, save_file
 
-    path = Path(trained.job_dir) / POLICY_FILE
+    path = _shard(trained)
     tensors = load_file(str(path))
     name = next(iter(tensors))
     tensors[name] = tensors[name].clone().fill_(math.nan)

@@ -67,6 +67,11 @@ class MathConfig:
     use_vllm: bool = opt(True, "Use vLLM (colocate) for rollouts and pass@k when the gpu extra is installed.")
     vllm_gpu_memory_utilization: float = opt(0.35, "Share of GPU memory vLLM may take while colocated with training.",
                                              above=0, at_most=1)
+    eval_vllm_gpu_memory_utilization: float = opt(
+        0.8, "Share of GPU memory the scoring process's vLLM may take (no training beside it).", above=0, at_most=1)
+    keep_policy: bool = opt(
+        False, "Keep the trained weights (<job>/policy/, float32: 4 bytes a parameter) after scoring; "
+        "by default the scoring process deletes them, since every candidate x seed would leave a full checkpoint.")
     bf16: bool = opt(True, "Compute in bfloat16 autocast on GPU; weights and optimizer state stay float32 (pure "
                      "bfloat16 weights would round away most updates at lr 1e-6). Ignored on CPU.")
     gradient_checkpointing: bool = opt(True, "Trade compute for memory on GPU (3000-token responses need it).")

@@ -1,8 +1,7 @@
 """Final evaluation of recipe `math`: pass@k at T=1.0 on AIME24/25 and AMC, greedy acc@1 on the rest.
 
-Two samplers with one interface: `VLLMSampler` wraps a vLLM `LLM` (on GPU we reuse the trainer's colocated
-engine after pushing the final weights into it, so no second copy of the model is loaded), `HFSampler` uses
-`model.generate` (CPU, or GPU without vLLM). Scores are in [0, 1], per part ("selection", "heldout").
+Two samplers with one interface: `VLLMSampler` wraps a vLLM `LLM` (core.recipes.math.score starts one on the
+trained weights, in the scoring process), `HFSampler` uses `model.generate` (CPU, or GPU without vLLM). Scores are in [0, 1], per part ("selection", "heldout").
 """
 
 from __future__ import annotations

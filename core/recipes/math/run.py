@@ -1,10 +1,10 @@
-"""Entry point of recipe `math`: `run_job(spec, candidate_module, emit) -> JobResult`.
+"""Training process of recipe `math`: `run_job(spec, candidate_module, emit) -> JobResult`.
 
 core/recipes/job.py calls it inside the sandboxed job process when spec.recipe == "math". It trains the
-local model with TRL's GRPOTrainer through the contract adapter (vLLM colocate rollouts when usable),
-streams one metrics line per optimizer step through `emit`, then evaluates on the selection and held-out
-halves of every configured benchmark. Evaluation sets are loaded BEFORE training, so a missing user file
-fails in seconds, not after hours of training.
+local model with TRL's GRPOTrainer through the contract adapter (vLLM colocate rollouts when usable) and
+streams one metrics line per optimizer step through `emit`. In full mode it then saves the policy and
+reports no scores: core.recipes.math.score evaluates it in a process without candidate code. Evaluation sets
+are loaded BEFORE training, so a missing user file fails in seconds, not after hours of training.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from core.contract import check_module
 from core.errors import ConfigError, ModelNotFoundError
 from core.jobspec import JobResult, JobSpec
 from core.recipes.math.config import MathConfig
-from core.recipes.math.data import PAPER_WEIGHTS, Problem, load_benchmark, load_math_train, split_parts
+from core.recipes.math.data import Problem, load_benchmark, load_math_train, split_parts
 
 Emit = Callable[[dict[str, Any]], None]
 
@@ -150,41 +150,25 @@ def build_trainer(cfg: MathConfig, spec: JobSpec, candidate: ModuleType, emit: E
     )
 
 
-def final_sampler(trainer: Any, seed: int):  # -> Sampler
-    """The trainer's colocated vLLM with the final weights pushed in, or HF generate on the trained model."""
-    from core.recipes.math.evaluate import HFSampler, VLLMSampler
-
-    if trainer.use_vllm:
-        trainer.vllm_generation.sync_weights()
-        return VLLMSampler(trainer.vllm_generation.llm, trainer.processing_class, seed=seed)
-    return HFSampler(trainer.model, trainer.processing_class)
-
-
 def run_job(spec: JobSpec, candidate_module: ModuleType, emit: Emit) -> JobResult:
-    """Train with the candidate's algorithm, then evaluate (mode 'full') or stop after a few steps ('smoke')."""
+    """Train with the candidate's algorithm; in full mode save the policy for the scoring process."""
     from transformers import set_seed
 
     from core.recipes.math.device import training_device
-    from core.recipes.math.evaluate import evaluate
+    from core.recipes.policy import save_policy
 
     t0 = time.monotonic()
     cfg = from_dict(MathConfig, dict(spec.recipe_config), "[math]")
     check_module(candidate_module)
     model_dir = resolve_model(cfg.model_path)
-    sets = load_eval_sets(cfg) if spec.mode == "full" else {}
+    if spec.mode == "full":
+        load_eval_sets(cfg)  # only to fail now on a missing file; the scoring process loads its own
     device = training_device()
     set_seed(spec.seed)
     trainer = build_trainer(cfg, spec, candidate_module, emit, model_dir, device)
     trainer.train()
-    train_s = time.monotonic() - t0
-    extra: dict[str, Any] = {"train_s": train_s, "use_vllm": bool(trainer.use_vllm), "model_path": str(model_dir),
-                             "device": device}
-    if spec.mode == "smoke":
-        return JobResult("evaluated", wall_s=time.monotonic() - t0, steps_done=trainer.state.global_step, extra=extra)
-    sampler = final_sampler(trainer, spec.seed)
-    scores, totals, note, per_problem = evaluate(sampler, sets, cfg.pass_k, cfg.eval_temperature, cfg.eval_max_tokens)
-    extra.update(eval_s=time.monotonic() - t0 - train_s, overall_weights=note)
-    weights = {name: PAPER_WEIGHTS[name] for name in sets}
-    return JobResult("evaluated", eval=scores, overall=totals, per_problem=per_problem, weights=weights,
-                     wall_s=time.monotonic() - t0,
-                     steps_done=trainer.state.global_step, extra=extra)
+    extra: dict[str, Any] = {"train_s": time.monotonic() - t0, "use_vllm": bool(trainer.use_vllm),
+                             "model_path": str(model_dir), "device": device}
+    if spec.mode == "full":
+        save_policy(trainer.accelerator.unwrap_model(trainer.model), spec.job_dir)
+    return JobResult("evaluated", wall_s=time.monotonic() - t0, steps_done=trainer.state.global_step, extra=extra)

@@ -4,7 +4,6 @@ after training), so a candidate cannot patch the evaluator or forge the scores i
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -12,7 +11,8 @@ from types import ModuleType
 from typing import Any
 
 from core.configlib import from_dict
-from core.jobspec import POLICY_FILE, JobResult, JobSpec
+from core.jobspec import JobResult, JobSpec
+from core.recipes.policy import finite_weights, load_policy, save_policy
 from core.recipes.tiny.bundle import WEIGHTS, sha256_of
 from core.recipes.tiny.config import TinyConfig
 from core.recipes.tiny.evaluate import check_eval_config, evaluate, warm_start_scores
@@ -39,10 +39,7 @@ def run_job(spec: JobSpec, emit: Emit, algo: ModuleType, progress: Progress | No
         return JobResult("diverged", res.diverged, wall_s=time.perf_counter() - t0, steps_done=res.steps_done,
                          extra=extra)
     if spec.mode == "full":
-        from safetensors.torch import save_model
-
-        Path(spec.job_dir).mkdir(parents=True, exist_ok=True)
-        save_model(model, str(Path(spec.job_dir) / POLICY_FILE))
+        save_policy(model, spec.job_dir)
     return JobResult("evaluated", wall_s=time.perf_counter() - t0, steps_done=res.steps_done, extra=extra)
 
 
@@ -54,10 +51,10 @@ def eval_job(spec: JobSpec, progress: Progress | None = None) -> JobResult:
     # Which weights RL started from: the hash names a config, and one config built on two CPUs gives two models.
     extra: dict[str, Any] = {"model_hash": model_hash(cfg), "warm_start_sha256": sha256_of(path / WEIGHTS),
                              "warm_start": warm_start_scores(model, tok, cfg, sets, path)}
-    problem = _load_policy(model, Path(spec.job_dir) / POLICY_FILE)
+    problem = load_policy(model, spec.job_dir)
     if problem:
         return JobResult("crashed", problem, extra=extra)
-    if not _finite_weights(model):
+    if not finite_weights(model):
         return JobResult("diverged", "weights contain NaN/inf after training", extra=extra)
     scores, overall, per_problem = evaluate(model, tok, cfg, sets)
     extra["eval_s"] = time.perf_counter() - t0
@@ -82,19 +79,6 @@ def _warm_start(spec: JobSpec, progress: Progress | None) -> tuple[TinyConfig, A
     return cfg, model, tok, path, make_eval_sets(cfg.task_seed, cfg.eval_size)
 
 
-def _load_policy(model: Any, path: Path) -> str:
-    """'' once the file's tensors replace the model's; otherwise why the trained weights are unusable."""
-    from safetensors.torch import load_model
-
-    try:
-        load_model(model, str(path), strict=True)
-    except FileNotFoundError:
-        return f"training wrote no {POLICY_FILE}: nothing to evaluate"
-    except Exception as exc:  # noqa: BLE001 - a file the candidate's process wrote: any defect is its outcome
-        return f"{POLICY_FILE} is not the recipe's model: {type(exc).__name__}: {str(exc)[:300]}"
-    return ""
-
-
 def _set_threads(n: int) -> None:
     import torch
 
@@ -108,6 +92,3 @@ def _throughput(res: Any, train_s: float) -> dict[str, Any]:
             "generate_tok_per_s": res.generated_tokens / t["generate_s"] if t["generate_s"] else 0.0,
             "train_tok_per_s": res.trained_tokens / t["update_s"] if t["update_s"] else 0.0}
 
-
-def _finite_weights(model: Any) -> bool:
-    return all(math.isfinite(float(p.detach().abs().sum())) for p in model.parameters())
