@@ -98,7 +98,9 @@ def _overall(c, part: str = "selection") -> str:
     m = (c.metrics or {}).get(part, {}).get("overall")
     if not m:
         return "-"
-    return f"{m['mean']:.3f} [{m['lo']:.3f}, {m['hi']:.3f}]"
+    from core.stats import interval_text
+
+    return interval_text(m)
 
 
 def cmd_status(a: argparse.Namespace) -> int:

@@ -30,7 +30,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from core.stats import DEFAULT_INTERVAL, paired_difference, t_quantile
+from core.stats import DEFAULT_INTERVAL, interval_text, paired_difference, t_quantile
 
 INTERVAL = "t-seeds+problems"
 
@@ -128,7 +128,7 @@ def _residual_var(d) -> float:
 def describe(d: dict[str, Any]) -> str:
     """'+0.034 [-0.010, +0.078] over 3 seeds x 384 problems' (no problems for a seed-only difference)."""
     over = f"{d['n']} seed" + ("s" if d["n"] != 1 else "") + (f" x {d['problems']} problems" if "problems" in d else "")
-    return f"{d['mean']:+.3f} [{d['lo']:+.3f}, {d['hi']:+.3f}] over {over}"
+    return f"{interval_text(d, '+.3f')} over {over}"
 
 
 def warm_start_models(results: Mapping[str, Any]) -> set[str]:

@@ -39,6 +39,7 @@ from core.config import stats_interval
 from core.elites import CONFIRMED_TAG, best_confirmed, is_confirmed
 from core.errors import PoiseError
 from core.jobspec import read_metrics
+from core.stats import interval_text
 
 REPORT_DIR = "report"
 TOP_N = 3
@@ -106,8 +107,8 @@ def _fmt_ci(m: dict[str, Any] | None, signed: bool = False) -> str:
     """'0.512 [0.498, 0.530] (n=3)', or 'n/a'."""
     if not m:
         return "n/a"
-    sign = "+" if signed else ""
-    return f"{m['mean']:{sign}.3f} [{m['lo']:{sign}.3f}, {m['hi']:{sign}.3f}] (n={m['n']})"
+    text = interval_text(m, "+.3f" if signed else ".3f")
+    return text if m["n"] < 2 else f"{text} (n={m['n']})"
 
 
 def paired_vs(c: Candidate, base: Candidate | None, split: str = "overall", part: str = "heldout",

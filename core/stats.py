@@ -89,6 +89,15 @@ def summarize(
     return {"mean": mean, "lo": lo, "hi": hi, "n": int(arr.size), "per_seed": values, "interval": method}
 
 
+def interval_text(m: Mapping[str, Any], fmt: str = ".3f", scale: float = 1.0) -> str:
+    """'0.512 [0.498, 0.530]'. One seed has no interval (its lo = hi is the point, not a certainty), so it
+    reads '0.512 (n=1)' instead of a zero-width bracket."""
+    mean = f"{m['mean'] * scale:{fmt}}"
+    if m.get("n", 2) < 2 or "lo" not in m or "hi" not in m:
+        return f"{mean} (n={m['n']})" if "n" in m else mean
+    return f"{mean} [{m['lo'] * scale:{fmt}}, {m['hi'] * scale:{fmt}}]"
+
+
 def t_quantile(df: float, q: float) -> float:
     """Student's t quantile (df may be fractional, as Welch-Satterthwaite gives)."""
     from scipy.special import stdtrit  # without importing all of scipy.stats

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Collection
 
-from core.stats import DEFAULT_INTERVAL, StatsError, paired_difference
+from core.stats import DEFAULT_INTERVAL, StatsError, interval_text, paired_difference
 
 
 def paired_text(a: dict[str, float], b: dict[str, float], scale: float = 100.0, method: str = DEFAULT_INTERVAL,
@@ -22,7 +22,5 @@ def paired_text(a: dict[str, float], b: dict[str, float], scale: float = 100.0, 
         d = paired_difference(a, b, method=method, exclude=unpaired)
     except StatsError:
         return "other warm start" if unpaired else "no shared seeds"
-    if d["n"] == 1:
-        return f"{d['mean'] * scale:+.1f} (n=1)"
-    text = f"{d['mean'] * scale:+.1f} [{d['lo'] * scale:+.1f}, {d['hi'] * scale:+.1f}]"
-    return f"{text} n={d['n']}" if unpaired else text
+    text = interval_text(d, "+.1f", scale)
+    return f"{text} n={d['n']}" if unpaired and d["n"] >= 2 else text

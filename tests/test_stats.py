@@ -132,3 +132,15 @@ def test_aggregate_results_skips_failed_seeds_and_accepts_objects() -> None:
 
 def test_aggregate_results_of_only_failures_is_empty() -> None:
     assert aggregate_results({0: {"outcome": "crashed", "reason": "boom"}}) == {}
+
+
+def test_one_seed_has_no_interval_in_text() -> None:
+    """One seed: lo = hi is the point, not a certainty; the text says n=1 instead of a zero-width bracket."""
+    from core.stats import interval_text
+
+    one = summarize({0: 0.25})
+    assert (one["lo"], one["hi"]) == (0.25, 0.25)
+    assert interval_text(one) == "0.250 (n=1)"
+    three = summarize({0: 0.2, 1: 0.3, 2: 0.4})
+    assert interval_text(three) == f"0.300 [{three['lo']:.3f}, {three['hi']:.3f}]" and three["lo"] < 0.3
+    assert interval_text(three, "+.1f", 100) == f"+30.0 [{three['lo'] * 100:+.1f}, {three['hi'] * 100:+.1f}]"

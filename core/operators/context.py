@@ -19,6 +19,7 @@ from typing import Any
 from core.errors import PoiseError
 from core.llm.base import TEMPLATE_OVERHEAD_PER_MESSAGE, Message
 from core.resources import prompts_dir
+from core.stats import interval_text
 
 TRIM_MARK = "\n[... {n} lines trimmed to fit the context window ...]"
 # Priorities (higher survives longer). Required sections are never dropped, only shortened last.
@@ -199,8 +200,8 @@ class NodeView:
 def format_metric(m: dict[str, Any] | None) -> str:
     if not m or "mean" not in m:
         return "n/a"
-    ci = f" [{m['lo']:.3f}, {m['hi']:.3f}]" if "lo" in m and "hi" in m else ""
-    return f"{m['mean']:.3f}{ci}" + (f" n={m['n']}" if "n" in m else "")
+    text = interval_text(m)
+    return f"{text} n={m['n']}" if m.get("n", 1) >= 2 and "lo" in m and "hi" in m else text
 
 
 def format_metrics(metrics: dict[str, Any], part: str = "selection", skip: Iterable[str] = ()) -> str:

@@ -26,7 +26,7 @@ from core.operators.context import (
     load_prompt,
     prompt_window,
 )
-from core.stats import StatsError, paired_metrics
+from core.stats import StatsError, interval_text, paired_metrics
 
 __all__ = ["Reflection", "ReflectionInput", "curve_stats", "reflect", "unified_diff"]
 
@@ -128,7 +128,7 @@ def _verdict(a: dict | None, b: dict | None, unpaired: Sequence[str] = ()) -> st
         d = None  # no seed to pair
     if d is not None and d["n"] >= 2:
         word = "better" if d["lo"] > 0 else "worse" if d["hi"] < 0 else "no clear difference"
-        return f"{word}, paired over {d['n']} seeds: {d['mean']:+.3f} [{d['lo']:+.3f}, {d['hi']:+.3f}]"
+        return f"{word}, paired over {d['n']} seeds: {interval_text(d, '+.3f')}"
     if "lo" in a and "hi" in b and a["lo"] > b["hi"]:
         return "better"
     if "hi" in a and "lo" in b and a["hi"] < b["lo"]:
