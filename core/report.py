@@ -107,8 +107,7 @@ def _fmt_ci(m: dict[str, Any] | None, signed: bool = False) -> str:
     """'0.512 [0.498, 0.530] (n=3)', or 'n/a'."""
     if not m:
         return "n/a"
-    text = interval_text(m, "+.3f" if signed else ".3f")
-    return text if m["n"] < 2 else f"{text} (n={m['n']})"
+    return interval_text(m, "+.3f" if signed else ".3f", n_suffix=" (n={n})")
 
 
 def paired_vs(c: Candidate, base: Candidate | None, split: str = "overall", part: str = "heldout",

@@ -89,13 +89,14 @@ def summarize(
     return {"mean": mean, "lo": lo, "hi": hi, "n": int(arr.size), "per_seed": values, "interval": method}
 
 
-def interval_text(m: Mapping[str, Any], fmt: str = ".3f", scale: float = 1.0) -> str:
-    """'0.512 [0.498, 0.530]'. One seed has no interval (its lo = hi is the point, not a certainty), so it
-    reads '0.512 (n=1)' instead of a zero-width bracket."""
+def interval_text(m: Mapping[str, Any], fmt: str = ".3f", scale: float = 1.0, n_suffix: str = "") -> str:
+    """'0.512 [0.498, 0.530]' plus n_suffix formatted with n (e.g. ' (n={n})'). One seed has no interval (its
+    lo = hi is the point, not a certainty), so it reads '0.512 (n=1)' instead of a zero-width bracket."""
     mean = f"{m['mean'] * scale:{fmt}}"
     if m.get("n", 2) < 2 or "lo" not in m or "hi" not in m:
         return f"{mean} (n={m['n']})" if "n" in m else mean
-    return f"{mean} [{m['lo'] * scale:{fmt}}, {m['hi'] * scale:{fmt}}]"
+    suffix = n_suffix.format(n=m["n"]) if n_suffix and "n" in m else ""
+    return f"{mean} [{m['lo'] * scale:{fmt}}, {m['hi'] * scale:{fmt}}]{suffix}"
 
 
 def t_quantile(df: float, q: float) -> float:

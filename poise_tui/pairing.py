@@ -22,5 +22,4 @@ def paired_text(a: dict[str, float], b: dict[str, float], scale: float = 100.0, 
         d = paired_difference(a, b, method=method, exclude=unpaired)
     except StatsError:
         return "other warm start" if unpaired else "no shared seeds"
-    text = interval_text(d, "+.1f", scale)
-    return f"{text} n={d['n']}" if unpaired and d["n"] >= 2 else text
+    return interval_text(d, "+.1f", scale, n_suffix=" n={n}" if unpaired else "")

@@ -200,8 +200,7 @@ class NodeView:
 def format_metric(m: dict[str, Any] | None) -> str:
     if not m or "mean" not in m:
         return "n/a"
-    text = interval_text(m)
-    return f"{text} n={m['n']}" if m.get("n", 1) >= 2 and "lo" in m and "hi" in m else text
+    return interval_text(m, n_suffix=" n={n}")
 
 
 def format_metrics(metrics: dict[str, Any], part: str = "selection", skip: Iterable[str] = ()) -> str:

@@ -18,7 +18,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from core.jobspec import POLICY_DIR
+from core.jobspec import POLICY_DIR, JobResult
 
 SHARD = "shard-{:05d}.safetensors"
 SHARD_RE = re.compile(r"shard-\d{5}\.safetensors")
@@ -74,6 +74,17 @@ def load_policy(model: Any, job_dir: str | Path) -> str:
     except Exception as exc:  # noqa: BLE001 - files the candidate's process wrote: any defect is its outcome
         return f"{POLICY_DIR}/ is not the recipe's model: {type(exc).__name__}: {str(exc)[:300]}"
     return ""
+
+
+def unusable_policy(model: Any, job_dir: str | Path, extra: dict[str, Any] | None = None) -> JobResult | None:
+    """Load the saved policy into `model`; None when it loaded and is finite, else the job's outcome:
+    crashed (no usable file) or diverged (NaN/inf weights), with `extra` kept."""
+    problem = load_policy(model, job_dir)
+    if problem:
+        return JobResult("crashed", problem, extra=dict(extra or {}))
+    if not finite_weights(model):
+        return JobResult("diverged", "weights contain NaN/inf after training", extra=dict(extra or {}))
+    return None
 
 
 def finite_weights(model: Any) -> bool:

@@ -128,19 +128,25 @@ def grpo_args(cfg: MathConfig, spec: JobSpec, hp: dict[str, Any], n_train: int, 
     )
 
 
-def build_trainer(cfg: MathConfig, spec: JobSpec, candidate: ModuleType, emit: Emit, model_dir: Path, device: str):
+def load_base(model_dir: Path) -> tuple[Any, Any]:
+    """(model, tokenizer) from the local directory, for training and, in the scoring process, to load the
+    trained weights into. float32 weights and optimizer state; bf16 is autocast only (GRPOConfig.bf16). In
+    pure bfloat16 an AdamW step at lr 1e-6 rounds away for ~98% of the weights, and every candidate would
+    score like the base model. The reference model is built like the policy, and TRL runs it under the same
+    autocast."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    tok = AutoTokenizer.from_pretrained(model_dir, padding_side="left")
+    return AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32), tok
+
+
+def build_trainer(cfg: MathConfig, spec: JobSpec, candidate: ModuleType, emit: Emit, model_dir: Path, device: str):
     from core.recipes.math.adapter import ContractGRPOTrainer
     from core.recipes.math.evaluate import vllm_usable
     from core.recipes.math.rewards import REWARD_FUNCS
 
-    tok = AutoTokenizer.from_pretrained(model_dir, padding_side="left")
-    # float32 weights and optimizer state; bf16 is autocast only (GRPOConfig.bf16). In pure bfloat16 an
-    # AdamW step at lr 1e-6 rounds away for ~98% of the weights, and every candidate would score like the
-    # base model. The reference model is built like the policy, and TRL runs it under the same autocast.
-    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
+    model, tok = load_base(model_dir)
     data = train_dataset(cfg, tok)
     use_vllm = cfg.use_vllm and vllm_usable()
     args = grpo_args(cfg, spec, candidate.HPARAMS, len(data), use_vllm, device)

@@ -17,8 +17,8 @@ from core.configlib import from_dict
 from core.jobspec import JobResult, JobSpec
 from core.recipes.math.config import MathConfig
 from core.recipes.math.data import PAPER_WEIGHTS
-from core.recipes.math.run import load_eval_sets, resolve_model
-from core.recipes.policy import finite_weights, load_policy, remove_policy
+from core.recipes.math.run import load_base, load_eval_sets, resolve_model
+from core.recipes.policy import remove_policy, unusable_policy
 
 
 def eval_job(spec: JobSpec) -> JobResult:
@@ -42,27 +42,16 @@ def _score(cfg: MathConfig, spec: JobSpec) -> JobResult:
     model_dir = resolve_model(cfg.model_path)
     sets = load_eval_sets(cfg)
     device = training_device()
-    model, tok = _base_model(model_dir)
-    problem = load_policy(model, spec.job_dir)
-    if problem:
-        return JobResult("crashed", problem)
-    if not finite_weights(model):
-        return JobResult("diverged", "weights contain NaN/inf after training")
+    model, tok = load_base(model_dir)
+    refused = unusable_policy(model, spec.job_dir)
+    if refused:
+        return refused
     set_seed(spec.seed)  # HF sampling draws from torch's global generator
     sampler, name = _sampler(cfg, spec, model_dir, model, tok, device)
     scores, totals, note, per_problem = evaluate(sampler, sets, cfg.pass_k, cfg.eval_temperature, cfg.eval_max_tokens)
     extra = {"eval_s": time.monotonic() - t0, "overall_weights": note, "eval_sampler": name}
     return JobResult("evaluated", eval=scores, overall=totals, per_problem=per_problem,
                      weights={name: PAPER_WEIGHTS[name] for name in sets}, extra=extra)
-
-
-def _base_model(model_dir: Path) -> tuple[Any, Any]:
-    """The model and tokenizer as training built them (float32 weights), before the policy replaces the weights."""
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    tok = AutoTokenizer.from_pretrained(model_dir, padding_side="left")
-    return AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32), tok
 
 
 def _sampler(cfg: MathConfig, spec: JobSpec, model_dir: Path, model: Any, tok: Any, device: str) -> tuple[Any, str]:
@@ -79,13 +68,14 @@ def _vllm_sampler(cfg: MathConfig, spec: JobSpec, model_dir: Path, model: Any, t
     training rollouts and, before this process existed, the scoring used."""
     import os
 
+    from trl.trainer.utils import ensure_master_addr_port
     from vllm import LLM
 
     from core.recipes.math.evaluate import VLLMSampler
 
-    for key, value in {"RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "1", "MASTER_ADDR": "127.0.0.1"}.items():
+    for key, value in {"RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "1"}.items():
         os.environ.setdefault(key, value)
-    os.environ.setdefault("MASTER_PORT", str(_free_port()))
+    ensure_master_addr_port()  # what TRL's colocated engine calls before the same start
     llm = LLM(model=str(model_dir), seed=spec.seed, gpu_memory_utilization=cfg.eval_vllm_gpu_memory_utilization,
               max_model_len=cfg.max_prompt_tokens + cfg.eval_max_tokens, distributed_executor_backend="external_launcher",
               max_num_batched_tokens=4096)
@@ -95,10 +85,3 @@ def _vllm_sampler(cfg: MathConfig, spec: JobSpec, model_dir: Path, model: Any, t
     llm.reset_prefix_cache()
     return VLLMSampler(llm, tok, seed=spec.seed)
 
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]

@@ -12,7 +12,7 @@ from typing import Any
 
 from core.configlib import from_dict
 from core.jobspec import JobResult, JobSpec
-from core.recipes.policy import finite_weights, load_policy, save_policy
+from core.recipes.policy import save_policy, unusable_policy
 from core.recipes.tiny.bundle import WEIGHTS, sha256_of
 from core.recipes.tiny.config import TinyConfig
 from core.recipes.tiny.evaluate import check_eval_config, evaluate, warm_start_scores
@@ -51,11 +51,9 @@ def eval_job(spec: JobSpec, progress: Progress | None = None) -> JobResult:
     # Which weights RL started from: the hash names a config, and one config built on two CPUs gives two models.
     extra: dict[str, Any] = {"model_hash": model_hash(cfg), "warm_start_sha256": sha256_of(path / WEIGHTS),
                              "warm_start": warm_start_scores(model, tok, cfg, sets, path)}
-    problem = load_policy(model, spec.job_dir)
-    if problem:
-        return JobResult("crashed", problem, extra=extra)
-    if not finite_weights(model):
-        return JobResult("diverged", "weights contain NaN/inf after training", extra=extra)
+    refused = unusable_policy(model, spec.job_dir, extra)
+    if refused:
+        return refused
     scores, overall, per_problem = evaluate(model, tok, cfg, sets)
     extra["eval_s"] = time.perf_counter() - t0
     return JobResult("evaluated", eval=scores, overall=overall, per_problem=per_problem,
