@@ -506,6 +506,17 @@ class Engine:
             drop(pf, self.discovery)
 
     # ---- crash recovery ----
+    def _sweep_policies(self) -> None:
+        """A supervisor killed with the engine never deleted its job's policy (a full checkpoint on recipe
+        math); no job runs now, so every policy/ left under jobs/ is one nobody keeps."""
+        from core.evaluate import recipe_config
+        from core.recipes.policy import policy_kept, sweep_policies
+
+        if not policy_kept(recipe_config(self.cfg)):
+            swept = sweep_policies(self.paths.jobs)
+            if swept:
+                log.warning("deleted %d trained polic(ies) that killed jobs left under %s", swept, self.paths.jobs)
+
     def recover(self) -> None:
         """Make the repo and the archive agree after a crash: a `proposed` candidate's branch (killed
         between git commit and archive write) is removed so it is implemented again; an `implemented` one
@@ -515,6 +526,7 @@ class Engine:
         orphans = reap_orphan_jobs(self.paths.jobs)
         if orphans:
             log.warning("killed %d job(s) left running by the previous engine: process groups %s", len(orphans), orphans)
+        self._sweep_policies()
         branches = self.ws.candidate_branches()
         known = {c.id: c for c in self.archive.all()}
         unknown = sorted(set(branches) - set(known))

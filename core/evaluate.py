@@ -27,9 +27,14 @@ def project_root() -> Path:
     return Path(__file__).resolve().parent.parent
 
 
+def recipe_config(cfg: RunConfig) -> dict:
+    """The run's section for its recipe ([tiny] or [math]), as a job spec carries it."""
+    return asdict(cfg.tiny if cfg.recipe == "tiny" else cfg.math)
+
+
 def job_spec(paths: RunPaths, cfg: RunConfig, cand_id: str, algorithm_path: Path, seed: int | str,
              mode: str = "full", job_dir: Path | None = None) -> JobSpec:
-    recipe_cfg = asdict(cfg.tiny if cfg.recipe == "tiny" else cfg.math)
+    recipe_cfg = recipe_config(cfg)
     return JobSpec(
         recipe=cfg.recipe,
         algorithm_path=str(algorithm_path),

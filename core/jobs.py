@@ -16,7 +16,8 @@ A full job of a recipe in core.recipes.eval_job.RECIPES runs in two processes. T
 (candidate code) saves the policy. Once it has exited cleanly, a second sandboxed process that never imports
 candidate code scores it, from a spec.json written again from memory. Its scores are the only ones kept,
 so a candidate cannot patch the evaluator or forge result.json. The training process's own result stays in
-train_result.json. The wall-clock limit and cancel() cover both processes.
+train_result.json. The wall-clock limit and cancel() cover both processes. Unless the recipe keeps
+policies (`keep_policy`), the policy is deleted when the job ends, however it ends.
 
 A job dir is one attempt: starting a job clears the previous attempt's
 result.json, metrics.jsonl and logs there.
@@ -39,6 +40,7 @@ from typing import Any
 from core import sandbox
 from core.errors import SandboxError
 from core.jobspec import POLICY_DIR, JobResult, JobSpec
+from core.recipes.policy import policy_kept, remove_policy
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 JOB_ENTRY = "core.recipes.job"
@@ -264,6 +266,10 @@ class JobHandle:
     def _finish(self, result: JobResult) -> None:
         result.wall_s = result.wall_s or time.monotonic() - self._started
         result.steps_done = result.steps_done or _steps(self._rows)
+        if not policy_kept(self.spec.recipe_config):
+            # The scoring process deletes it when it ends by itself; one that timed out, was cancelled or
+            # was killed cannot, and neither can training that died after saving (gigabytes per job).
+            remove_policy(self.job_dir)
         result.save(self.job_dir)
         with self._cond:
             self._result = result

@@ -35,6 +35,21 @@ def remove_policy(job_dir: str | Path) -> None:
     shutil.rmtree(policy_dir(job_dir), ignore_errors=True)
 
 
+def policy_kept(recipe_config: dict[str, Any]) -> bool:
+    """Whether a job's policy outlives it: `keep_policy` of recipes that have the option (math: a full
+    checkpoint per candidate and seed); recipe tiny's 0.4 MB policy is always kept."""
+    return bool(recipe_config.get("keep_policy", True))
+
+
+def sweep_policies(jobs_dir: str | Path) -> int:
+    """Delete the policy/ of every job dir under jobs_dir (policies nobody keeps, left by a supervisor
+    that was killed); call it only while no job runs there. Returns how many were deleted."""
+    found = [d for d in Path(jobs_dir).glob(f"**/{POLICY_DIR}") if d.is_dir()]
+    for folder in found:
+        shutil.rmtree(folder, ignore_errors=True)
+    return len(found)
+
+
 def shard_budget() -> int:
     """Bytes of tensor data a shard may hold: under this process's file-size limit, at most 1 GiB."""
     soft, _ = resource.getrlimit(resource.RLIMIT_FSIZE)
