@@ -12,6 +12,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
+from typing import Any
 
 from core.config import RunConfig
 from core.engine import fault_point
@@ -62,7 +63,8 @@ def run_job(spec: JobSpec, cfg: RunConfig, on_progress: Progress | None = None,
     job_dir.mkdir(parents=True)
     handle = start_job(spec, cfg.limits, cfg.early_kill, project_root())
     total = max(planned_steps(spec), 1)
-    shown = -1
+    share = TRAIN_SHARE if spec.mode == "full" else 1.0  # a smoke job has no scoring process
+    shown: Any = -1
     while True:
         # The stop check comes first: a stop that arrived while the job was starting cancels it
         # before it can finish (a warm job start takes ~0.1 s, a short job only a second or two).
@@ -72,10 +74,24 @@ def run_job(spec: JobSpec, cfg: RunConfig, on_progress: Progress | None = None,
         if result is not None:
             return result
         rows = handle.poll()
-        step = int(rows[-1].get("step", 0)) if rows else shown
-        if on_progress and step != shown:  # published once per step, not once per poll
-            shown = step
-            on_progress(f"step {step}/{total}", min(step / total, 1.0))
+        scoring = handle.eval_progress()
+        now = scoring or (int(rows[-1].get("step", 0)) if rows else shown)
+        if on_progress and now != shown:  # published once per step (or scoring tick), not once per poll
+            shown = now
+            on_progress(*progress_line(now, total, share))
+
+
+# The share of a job's bar that training fills; scoring fills the rest. Only so that the bar never runs
+# backwards: the real split varies (tiny ~80/20, math on GPU hours of training to minutes of scoring).
+TRAIN_SHARE = 0.85
+
+
+def progress_line(now: int | tuple[int, int, str], total_steps: int, train_share: float) -> tuple[str, float]:
+    """What the progress bar says: the training step, or once training is over, how far scoring is."""
+    if isinstance(now, tuple):
+        done, total, what = now
+        return f"scoring {what}: {done}/{total}", train_share + (1 - train_share) * done / total
+    return f"step {now}/{total_steps}", train_share * min(now / total_steps, 1.0)
 
 
 def evaluate(archive, ws, paths: RunPaths, cfg: RunConfig, cand_id: str, seeds: list[int] | None = None,

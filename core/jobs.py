@@ -39,7 +39,7 @@ from typing import Any
 
 from core import sandbox
 from core.errors import SandboxError
-from core.jobspec import POLICY_DIR, JobResult, JobSpec
+from core.jobspec import EVAL_PROGRESS, POLICY_DIR, JobResult, JobSpec, read_eval_progress
 from core.recipes.policy import policy_kept, remove_policy
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -50,7 +50,7 @@ PROBE_ENTRY = "core.probes"
 POLL_S = 0.1
 TAIL_LINES = 20
 ATTEMPT_FILES = ("result.json", TRAIN_RESULT, "metrics.jsonl", "stdout.log", "stderr.log",
-                 sandbox.VIOLATIONS_FILE)
+                 sandbox.VIOLATIONS_FILE, EVAL_PROGRESS)
 Listener = Callable[[dict[str, Any]], None]
 
 
@@ -144,6 +144,7 @@ class JobHandle:
         self._proc = proc
         self._started = proc.started
         self._eval_phase = eval_phase  # starts the trusted scoring process once training ended cleanly
+        self._scoring = False
         self._timeout_s = float(limits.timeout_s)
         self._tail = MetricsTail(self.job_dir / "metrics.jsonl")
         self._rules = EarlyKill(early_kill)
@@ -204,6 +205,10 @@ class JobHandle:
     def done(self) -> bool:
         return self._result is not None
 
+    def eval_progress(self) -> tuple[int, int, str] | None:
+        """(done, total, what) of the scoring process, once it runs; None before (training has metric rows)."""
+        return read_eval_progress(self.job_dir) if self._scoring else None
+
     def wait(self, timeout: float | None = None) -> JobResult | None:
         """The outcome once the job has ended; None only when `timeout` passes first (the job keeps running)."""
         self._thread.join(timeout)
@@ -236,6 +241,8 @@ class JobHandle:
         The training group is dead by now (close() killed it), so nothing rewrites the files read next."""
         trained.save(self.job_dir)
         (self.job_dir / "result.json").replace(self.job_dir / TRAIN_RESULT)
+        (self.job_dir / EVAL_PROGRESS).unlink(missing_ok=True)  # only the scoring process's own counts
+        self._scoring = True
         try:
             self._proc = self._eval_phase()
         except SandboxError as exc:

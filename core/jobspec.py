@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -96,6 +97,28 @@ class JobResult:
         kept = {k: v for k, v in trained.extra.items() if k not in SCORE_KEYS}
         self.steps_done, self.extra = trained.steps_done, {**kept, **self.extra}
         return self
+
+
+# In the job dir: how far the scoring process is, {"done", "total", "what"}, rewritten whole at each step
+# (a scoring pass is minutes on recipe math, with no metric rows to show for it).
+EVAL_PROGRESS = "eval_progress.json"
+EvalTick = Callable[[int, int, str], None]  # (done, total, what is being scored)
+
+
+def eval_progress_writer(job_dir: str | Path) -> EvalTick:
+    def tick(done: int, total: int, what: str) -> None:
+        write_json_atomic(Path(job_dir) / EVAL_PROGRESS, {"done": int(done), "total": int(total), "what": str(what)})
+    return tick
+
+
+def read_eval_progress(job_dir: str | Path) -> tuple[int, int, str] | None:
+    """(done, total, what) from EVAL_PROGRESS, or None when there is none or it is not one."""
+    try:
+        data = json.loads((Path(job_dir) / EVAL_PROGRESS).read_text())
+        done, total, what = int(data["done"]), int(data["total"]), str(data["what"])[:80]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return (done, total, what) if 0 <= done <= total and total > 0 else None
 
 
 POLICY_DIR = "policy"  # in the job dir: the trained weights (core.recipes.policy), saved by training, read by scoring

@@ -204,3 +204,23 @@ def test_traceback_tail_keeps_the_root_cause_of_a_chained_error() -> None:
     assert len(tail.splitlines()) <= 20
     assert 'File "algorithm.py", line 7' in tail and tail.endswith("ContractError: failed to import")
     assert traceback_tail("a\nb\nc", lines=2) == "b\nc"
+
+
+def test_the_progress_bar_never_runs_backwards_from_training_into_scoring() -> None:
+    from core.evaluate import TRAIN_SHARE, progress_line
+
+    steps = [progress_line(step, 40, TRAIN_SHARE) for step in (0, 20, 40)]
+    scoring = [progress_line((done, 96, "mul"), 40, TRAIN_SHARE) for done in (0, 48, 96)]
+    fractions = [f for _, f in steps + scoring]
+    assert fractions == sorted(fractions) and fractions[0] == 0.0 and fractions[-1] == 1.0
+    assert steps[1][0] == "step 20/40" and scoring[1][0] == "scoring mul: 48/96"
+    assert progress_line(40, 40, 1.0) == ("step 40/40", 1.0)  # a smoke job: no scoring phase to leave room for
+
+
+@pytest.mark.parametrize("text", ['{"done": 5, "total": 4, "what": "x"}', '{"done": 1}', "not json",
+                                  '{"done": 0, "total": 0, "what": "x"}', '[1, 2, 3]'])
+def test_a_bad_scoring_count_is_not_shown(tmp_path: Path, text: str) -> None:
+    from core.jobspec import EVAL_PROGRESS, read_eval_progress
+
+    (tmp_path / EVAL_PROGRESS).write_text(text)
+    assert read_eval_progress(tmp_path) is None

@@ -343,8 +343,13 @@ def trained_math(tiny, tmp_path) -> JobSpec:
 def test_scoring_process_scores_the_trained_policy_on_both_parts(trained_math):
     from core.recipes.math.score import eval_job
 
-    result = eval_job(trained_math)
+    ticks: list[tuple[int, int, str]] = []
+    result = eval_job(trained_math, lambda *t: ticks.append(t))
     assert result.outcome == "evaluated", result.reason
+    # Progress counts problems: 0 before amc, amc's problems done before math500, then all of them.
+    n = {name: sum(len(result.per_problem[part][name]) for part in result.per_problem) for name in ("amc", "math500")}
+    assert ticks == [(0, n["amc"] + n["math500"], "amc"), (n["amc"], n["amc"] + n["math500"], "math500"),
+                     (n["amc"] + n["math500"], n["amc"] + n["math500"], "math500")]
     assert set(result.eval) == {"selection", "heldout"}
     assert all(set(part) == {"amc", "math500"} for part in result.eval.values())
     assert "renormalised" in result.extra["overall_weights"] and result.extra["eval_sampler"] == "hf"

@@ -14,7 +14,7 @@ import torch
 
 from core.config import EarlyKillConfig, LimitsConfig
 from core.jobs import EVAL_ENTRY, TRAIN_RESULT, start_job
-from core.jobspec import POLICY_DIR, JobResult, JobSpec
+from core.jobspec import POLICY_DIR, JobResult, JobSpec, read_eval_progress
 from core.recipes.tiny.run import eval_job, run_job
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -22,6 +22,8 @@ ADV = ROOT / "tests" / "adversarial"
 TINY = {"hidden_size": 32, "layers": 1, "heads": 2, "intermediate_size": 64, "sft_steps": 8, "sft_batch_size": 16,
         "eval_size": 4, "steps": 2, "prompts_per_step": 2, "group_size": 4, "max_response_tokens": 16, "pass_k": 2}
 LIMITS = LimitsConfig(timeout_s=300, memory_mb=4096, cpu_s=600)
+# Rows one evaluation generates: 3 greedy splits x 2 parts x eval_size, and pass_k rows per problem of the 3 others.
+ROWS = 3 * 2 * TINY["eval_size"] * (1 + TINY["pass_k"])
 
 
 @pytest.fixture(scope="module")
@@ -49,6 +51,23 @@ def test_a_candidate_that_forges_its_scores_gets_the_real_ones(tmp_path: Path, c
         assert all(s == pytest.approx(sum(result.per_problem[part][k]) / TINY["eval_size"]) for k, s in splits.items())
     assert result.extra["warm_start_sha256"] != "0" * 64
     assert JobResult.load(job).overall == result.overall  # result.json holds the trusted verdict
+    assert read_eval_progress(job) == (ROWS, ROWS, "policy"), "the scoring process's own count, not a forged one"
+
+
+def test_scoring_progress_counts_the_rows_it_generates(trained: JobSpec) -> None:
+    """The warm start's evaluation (not cached yet in this cache) and the policy's, each 0 -> all rows."""
+    for cached in (Path(trained.cache_dir).glob("**/warm_eval_*.json")):
+        cached.unlink()
+    ticks: list[tuple[int, int, str]] = []
+    before = torch.get_num_threads()
+    try:
+        assert eval_job(trained, tick=lambda *t: ticks.append(t)).outcome == "evaluated"
+    finally:
+        torch.set_num_threads(before)
+    for what in ("warm start", "policy"):
+        done = [d for d, total, w in ticks if w == what and total == ROWS]
+        assert done[0] == 0 and done[-1] == ROWS and done == sorted(done), ticks
+    assert {w for _, _, w in ticks} == {"warm start", "policy"}
 
 
 def test_an_honest_candidate_scores_as_in_one_process(tmp_path: Path, cache: Path) -> None:

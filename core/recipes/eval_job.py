@@ -10,21 +10,22 @@ from __future__ import annotations
 import sys
 
 from core.errors import ConfigError
-from core.jobspec import JobResult, JobSpec
+from core.jobspec import JobResult, JobSpec, eval_progress_writer
 from core.recipes.job import main as job_main
 
 RECIPES = ("tiny", "math")  # every recipe: no score comes from a process that ran candidate code
 
 
 def evaluate(spec: JobSpec) -> JobResult:
+    tick = eval_progress_writer(spec.job_dir)  # the supervisor shows it: scoring has no metric rows
     if spec.recipe == "tiny":
         from core.recipes.tiny.run import eval_job
 
-        return eval_job(spec)
+        return eval_job(spec, tick=tick)
     if spec.recipe == "math":
         from core.recipes.math.score import eval_job as eval_math
 
-        return eval_math(spec)
+        return eval_math(spec, tick)
     raise ConfigError(f"spec.json: recipe {spec.recipe!r} has no trusted evaluation; valid: {', '.join(RECIPES)}")
 
 

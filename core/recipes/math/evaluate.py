@@ -10,6 +10,7 @@ import importlib.util
 from math import comb
 from typing import Any, Protocol
 
+from core.jobspec import EvalTick
 from core.recipes.math.data import GREEDY, PASS_AT_K, Problem, overall
 from core.recipes.math.rewards import format_prompt, score
 
@@ -117,18 +118,27 @@ PerProblem = dict[str, dict[str, list[float]]]  # [part][benchmark] -> one score
 
 
 def evaluate(sampler: Sampler, sets: dict[str, dict[str, list[Problem]]], k: int, temperature: float,
-             max_tokens: int) -> tuple[dict[str, dict[str, float]], dict[str, float], str, PerProblem]:
+             max_tokens: int, tick: EvalTick | None = None
+             ) -> tuple[dict[str, dict[str, float]], dict[str, float], str, PerProblem]:
     """sets[name][part] -> problems. Returns (eval[part][name], overall[part], note on the weights,
-    per_problem[part][name]: each problem's score in the set's fixed order)."""
+    per_problem[part][name]: each problem's score in the set's fixed order). tick(done, total, benchmark)
+    counts problems, once before each benchmark and once at the end."""
     result: dict[str, dict[str, float]] = {"selection": {}, "heldout": {}}
     per_problem: PerProblem = {"selection": {}, "heldout": {}}
+    total = sum(len(parts["selection"]) + len(parts["heldout"]) for parts in sets.values())
+    done = 0
     for name, parts in sets.items():
         ordered = parts["selection"] + parts["heldout"]  # one sampler call per benchmark: better batching
+        if tick:
+            tick(done, total, name)
         scores = score_benchmark(sampler, name, ordered, k, temperature, max_tokens)
+        done += len(ordered)
         cut = len(parts["selection"])
         for part, values in (("selection", scores[:cut]), ("heldout", scores[cut:])):
             result[part][name] = sum(values) / len(values) if values else 0.0
             per_problem[part][name] = [float(v) for v in values]
+    if tick and total:
+        tick(total, total, name)
     totals, note = {}, ""
     for part, part_scores in result.items():
         totals[part], note = overall(part_scores)

@@ -14,25 +14,25 @@ from pathlib import Path
 from typing import Any
 
 from core.configlib import from_dict
-from core.jobspec import JobResult, JobSpec
+from core.jobspec import EvalTick, JobResult, JobSpec
 from core.recipes.math.config import MathConfig
 from core.recipes.math.data import PAPER_WEIGHTS
 from core.recipes.math.run import load_base, load_eval_sets, resolve_model
 from core.recipes.policy import remove_policy, unusable_policy
 
 
-def eval_job(spec: JobSpec) -> JobResult:
+def eval_job(spec: JobSpec, tick: EvalTick | None = None) -> JobResult:
     """Score the policy the training process saved; unless keep_policy, delete it afterwards (a checkpoint
     per candidate and seed would fill the disk)."""
     cfg = from_dict(MathConfig, dict(spec.recipe_config), "[math]")
     try:
-        return _score(cfg, spec)
+        return _score(cfg, spec, tick)
     finally:
         if not cfg.keep_policy:
             remove_policy(spec.job_dir)
 
 
-def _score(cfg: MathConfig, spec: JobSpec) -> JobResult:
+def _score(cfg: MathConfig, spec: JobSpec, tick: EvalTick | None) -> JobResult:
     from transformers import set_seed
 
     from core.recipes.math.device import training_device
@@ -48,7 +48,8 @@ def _score(cfg: MathConfig, spec: JobSpec) -> JobResult:
         return refused
     set_seed(spec.seed)  # HF sampling draws from torch's global generator
     sampler, name = _sampler(cfg, spec, model_dir, model, tok, device)
-    scores, totals, note, per_problem = evaluate(sampler, sets, cfg.pass_k, cfg.eval_temperature, cfg.eval_max_tokens)
+    scores, totals, note, per_problem = evaluate(sampler, sets, cfg.pass_k, cfg.eval_temperature, cfg.eval_max_tokens,
+                                                   tick)
     extra = {"eval_s": time.monotonic() - t0, "overall_weights": note, "eval_sampler": name}
     return JobResult("evaluated", eval=scores, overall=totals, per_problem=per_problem,
                      weights={name: PAPER_WEIGHTS[name] for name in sets}, extra=extra)

@@ -11,7 +11,7 @@ from types import ModuleType
 from typing import Any
 
 from core.configlib import from_dict
-from core.jobspec import JobResult, JobSpec
+from core.jobspec import EvalTick, JobResult, JobSpec
 from core.recipes.policy import save_policy, unusable_policy
 from core.recipes.tiny.bundle import WEIGHTS, sha256_of
 from core.recipes.tiny.config import TinyConfig
@@ -43,18 +43,19 @@ def run_job(spec: JobSpec, emit: Emit, algo: ModuleType, progress: Progress | No
     return JobResult("evaluated", wall_s=time.perf_counter() - t0, steps_done=res.steps_done, extra=extra)
 
 
-def eval_job(spec: JobSpec, progress: Progress | None = None) -> JobResult:
+def eval_job(spec: JobSpec, progress: Progress | None = None, tick: EvalTick | None = None) -> JobResult:
     """Score the policy run_job saved: the warm start from the cache, the trained weights loaded into it
-    (strict: the same tensors, nothing else), then the final evaluation and the warm start's."""
+    (strict: the same tensors, nothing else), then the final evaluation and the warm start's (its own
+    evaluation is cached). tick(done, total, what) follows both evaluations."""
     t0 = time.perf_counter()
     cfg, model, tok, path, sets = _warm_start(spec, progress)
     # Which weights RL started from: the hash names a config, and one config built on two CPUs gives two models.
     extra: dict[str, Any] = {"model_hash": model_hash(cfg), "warm_start_sha256": sha256_of(path / WEIGHTS),
-                             "warm_start": warm_start_scores(model, tok, cfg, sets, path)}
+                             "warm_start": warm_start_scores(model, tok, cfg, sets, path, tick)}
     refused = unusable_policy(model, spec.job_dir, extra)
     if refused:
         return refused
-    scores, overall, per_problem = evaluate(model, tok, cfg, sets)
+    scores, overall, per_problem = evaluate(model, tok, cfg, sets, tick)
     extra["eval_s"] = time.perf_counter() - t0
     return JobResult("evaluated", eval=scores, overall=overall, per_problem=per_problem,
                      weights=dict(cfg.weights), extra=extra)
