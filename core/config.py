@@ -54,7 +54,8 @@ class StatsConfig:
     interval: Literal["t", "bootstrap"] = opt(
         DEFAULT_INTERVAL, "Confidence interval over seeds of every stored metric and paired difference: t (Student's, "
         "right coverage at 3-6 seeds) or bootstrap (percentile; covers ~75% at 3 seeds, bench/RESULTS.md). "
-        "Changing it recomputes every candidate's intervals from its per-seed values when read.")
+        "Changing it recomputes every candidate's intervals from its per-seed values when read. The interval that "
+        "also counts the eval problems as a sample (core.eval_noise) is a closed-form t interval in both cases.")
 
 
 @dataclass
