@@ -20,7 +20,10 @@ A plan is valid when:
 - the archive has exactly the candidates of the snapshot: a fork's child or a hand-added node would
   make the screening's novelty check stale (a duplicate could slip through), and the proposal seed
   (a function of the archive size) would differ from a foreground round;
-- each parent is still scored with the same seeds (a rerun changed what the prompt showed).
+- each parent is still scored, and its result on every seed the prompt showed is unchanged (a rerun
+  changed what the prompt showed). New seeds do not make it stale: an elite confirmation between rounds
+  (confirm_when = "each_round") adds fresh seeds to the very parents a round is likely to pick, and
+  discarding for that would discard nearly every prefetched round in that mode.
 The candidate trained meanwhile is in the snapshot, so its composition is never proposed again.
 
 Costs: a recorded plan charges its calls' tokens and seconds as usual; costs.wall_s["propose"] is
@@ -45,6 +48,7 @@ under a running call.
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
@@ -81,9 +85,15 @@ class CancellableLLM(StoppableLLM):
         return super().chat(messages, **kwargs)
 
 
-def fingerprint(cand: Any) -> tuple[str, tuple[str, ...]]:
-    """What a parent's prompt was built from, coarsely: its status and the seeds it has results for."""
-    return cand.status, tuple(sorted(cand.results or {}))
+def fingerprint(cand: Any) -> dict[str, str]:
+    """What a parent's prompt was built from: its result (outcome and Overall) on each seed it had."""
+    return {seed: json.dumps([r.get("outcome"), r.get("overall")], sort_keys=True) if isinstance(r, dict) else repr(r)
+            for seed, r in (cand.results or {}).items()}
+
+
+def changed_seeds(before: dict[str, str], now: dict[str, str]) -> list[str]:
+    """Seeds whose result is no longer the one the prompt showed (gone or different); new ones do not count."""
+    return sorted(seed for seed, shown in before.items() if now.get(seed) != shown)
 
 
 @dataclass
@@ -93,7 +103,7 @@ class Prefetch:
     directive: str
     parents: list[str]
     known_ids: frozenset[str]
-    parent_prints: dict[str, tuple]
+    parent_prints: dict[str, dict[str, str]]
     rounds: int  # the reader's parent-selection round counter after it selected
     started: float = field(default_factory=time.time)
     plans: list[ChildPlan] = field(default_factory=list)
@@ -112,8 +122,10 @@ class Prefetch:
             return f"the archive changed meanwhile ({', '.join(new[:5])})"
         for pid in self.parents:
             c = archive.get(pid)
-            if c.status not in SCORED or fingerprint(c) != self.parent_prints[pid]:
-                return f"parent {pid} changed meanwhile ({c.status}, seeds {sorted(c.results or {})})"
+            changed = changed_seeds(self.parent_prints[pid], fingerprint(c))
+            if c.status not in SCORED or changed:
+                what = f"seeds {changed} rerun" if changed else c.status
+                return f"parent {pid} changed meanwhile ({what})"
         return ""
 
     @property

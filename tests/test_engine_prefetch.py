@@ -77,8 +77,13 @@ def test_stale_reason_names_what_changed_since_the_snapshot(tmp_path: Path) -> N
     arch.set_status("c001", "training")  # the candidate trained meanwhile moves on: still valid
     assert pf.stale_reason(arch, "d") == ""
     assert "directive changed to 'other'" in pf.stale_reason(arch, "other")
-    arch.record_result("seed", 1, {"outcome": "evaluated", "overall": {"selection": 0.6}})  # a rerun on seed 1
-    assert "parent seed changed" in pf.stale_reason(arch, "d")
+    arch.record_result("seed", 1, {"outcome": "evaluated", "overall": {"selection": 0.6}})  # a fresh seed (confirmation)
+    assert pf.stale_reason(arch, "d") == "", "a new seed leaves what the prompt showed as it was"
+    arch.set_status("seed", "training")  # re-evaluated right now
+    assert "parent seed changed meanwhile (training)" in pf.stale_reason(arch, "d")
+    arch.set_status("seed", "evaluated")
+    arch.record_result("seed", 0, {"outcome": "evaluated", "overall": {"selection": 0.4}})  # a rerun of seed 0
+    assert "parent seed changed meanwhile (seeds ['0'] rerun)" in pf.stale_reason(arch, "d")
     pf.parent_prints["seed"] = fingerprint(arch.get("seed"))
     arch.add(Candidate(id="c002", parent_ids=["seed"]))  # e.g. a fork's child
     assert "archive changed meanwhile (c002)" in pf.stale_reason(arch, "d")
