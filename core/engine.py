@@ -527,6 +527,9 @@ class Engine:
         if orphans:
             log.warning("killed %d job(s) left running by the previous engine: process groups %s", len(orphans), orphans)
         self._sweep_policies()
+        rewritten = self.archive.store_recomputed_intervals()
+        if rewritten:
+            log.info("stored %d candidate(s)' intervals under [stats] interval = %s", rewritten, self.cfg.stats.interval)
         branches = self.ws.candidate_branches()
         known = {c.id: c for c in self.archive.all()}
         unknown = sorted(set(branches) - set(known))

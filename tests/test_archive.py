@@ -116,6 +116,20 @@ def test_metrics_stored_with_percentile_intervals_are_read_as_t_intervals(tmp_pa
     assert (m["lo"], m["hi"]) == pytest.approx((0.5 - half, 0.5 + half), abs=1e-5)
     assert json.loads((tmp_path / "archive.json").read_text())["candidates"]["1"]["metrics"] == rec["metrics"]
 
+    # The writer stores them once (the engine does at start), so readers stop recomputing at each reload.
+    fresh_seed = Candidate(id="c001", origin="seed", metrics={"selection": {"overall": dict(m)}}).to_dict()
+    data = json.loads((tmp_path / "archive.json").read_text())
+    data["candidates"]["2"] = fresh_seed  # already under t: not rewritten
+    (tmp_path / "archive.json").write_text(json.dumps(data))
+    writer = Archive.open(tmp_path)
+    assert writer.store_recomputed_intervals() == 1
+    stored = json.loads((tmp_path / "archive.json").read_text())["candidates"]
+    assert stored["1"]["metrics"]["selection"]["overall"] == m and stored["2"] == fresh_seed
+    before = (tmp_path / "archive.json").stat().st_mtime_ns
+    assert writer.store_recomputed_intervals() == 0 and Archive.open(tmp_path).store_recomputed_intervals() == 0
+    assert (tmp_path / "archive.json").stat().st_mtime_ns == before, "nothing left to store: no write"
+    assert Archive.open(tmp_path, readonly=True).get("seed").metrics == writer.get("seed").metrics
+
 
 def test_add_cost_accumulates(arch: Archive) -> None:
     arch.add_cost("seed", "train", wall_s=2.0)

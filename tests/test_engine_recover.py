@@ -50,3 +50,21 @@ def test_a_directive_set_while_running_outlives_the_engine(tmp_path_factory, tmp
     assert "shorter answers" in outcome and read_engine_json(run)["directive"] == "shorter answers"
     assert Engine(run).cfg.directive == "shorter answers"  # the next engine steers by it too
     assert (run / "run.toml").read_bytes() == toml  # the user's file (and its comments) is left alone
+
+
+def test_recovery_stores_intervals_of_another_method_once(tmp_path_factory, tmp_path: Path) -> None:
+    """A run whose [stats] interval was changed: the engine stores the recomputed intervals at start, so the
+    TUI and CLI read them as they are instead of recomputing every candidate at every reload."""
+    from core.config import load_config, save_config
+    from core.engine import Engine
+
+    run = copy_run(_base_run(tmp_path_factory), tmp_path / "run", None, budget=1)
+    cfg = load_config(run / "run.toml")
+    cfg.stats.interval = "bootstrap"
+    save_config(cfg, run / "run.toml")
+    stored = lambda: json.loads((run / "archive.json").read_text())["candidates"]
+    methods = lambda: {m["interval"] for rec in stored().values() for part in rec["metrics"].values()
+                       for m in part.values()}
+    assert methods() == {"t"}, "precondition: the base run was scored under t"
+    Engine(run).recover()
+    assert methods() == {"bootstrap"}
