@@ -183,6 +183,9 @@ def test_real_engine_grows_the_tree_applies_a_fork_and_outlives_the_tui(
     # 3. The tree grows: the seed gets its score, then the first LLM proposal becomes a node.
     poll(lambda: SCORED_SEED.search(tree_of(term, first)), SEED_S, "the seed's Overall in the tree", show)
     times["seed scored"] = time.monotonic() - t0
+    # The number shown is the archive's selection Overall, in % (read from the file, not from the TUI's code).
+    overall = Archive.open(run, readonly=True).get("seed").metrics["selection"]["overall"]["mean"]
+    assert f"seed {overall * 100:.1f}" in tree_of(term, first), (overall, tree_of(term, first))
     poll(lambda: CHILD.search(tree_of(term, first)), CHILD_S, "a child node (c001...) in the tree", show)
     times["child shown"] = time.monotonic() - t0
     keep(run, "grown", term.screen(first))
