@@ -31,6 +31,9 @@ class LimitsConfig:
 
     timeout_s: float = opt(1800.0, "Wall-clock limit of one training+evaluation job; then it is killed (timed_out).")
     memory_mb: int = opt(8192, "Address-space limit of a job (RLIMIT_AS) in MiB; a runaway allocation fails inside the job.")
+    data_mb: int = opt(0, "Private writable memory limit of a job (RLIMIT_DATA) in MiB (0 = none). Unlike memory_mb it "
+                       "does not count address space reserved without access, which is what CUDA reserves, so it can cap "
+                       "a recipe math job, whose memory_mb must be 0. Shared mappings escape it. Not yet tried with CUDA.")
     cpu_s: int = opt(7200, "CPU-time limit of a job (RLIMIT_CPU) in seconds.")
     file_mb: int = opt(512, "Largest file a job may write (RLIMIT_FSIZE) in MiB.")
     nproc: int = opt(512, "Process/thread limit of the job's user (RLIMIT_NPROC); stops fork bombs.")

@@ -22,7 +22,7 @@ What is isolated, and by what:
 * **Process group**: its own session (`start_new_session`), so a timeout or a
   cancel kills the job and every child it left (SIGTERM, then SIGKILL).
 * **Kernel limits** (enforced by the kernel, cannot be bypassed by Python
-  code): RLIMIT_AS (memory), RLIMIT_CPU, RLIMIT_FSIZE, RLIMIT_NPROC and
+  code): RLIMIT_AS (memory), RLIMIT_DATA (optional), RLIMIT_CPU, RLIMIT_FSIZE, RLIMIT_NPROC and
   RLIMIT_CORE=0. They are set by the bootstrap as its very first action
   (core/rlimits.py, standard library only), before torch or candidate code is
   imported, rather than in a `preexec_fn`:
@@ -118,6 +118,7 @@ class Limits:
 
     timeout_s: float = 1800.0
     memory_mb: int = 8192
+    data_mb: int = 0
     cpu_s: int = 7200
     file_mb: int = 512
     nproc: int = 512
@@ -132,8 +133,8 @@ class Limits:
         it uses, so GPU jobs need memory_mb = 0). The CPU hard limit is 5 s above the soft one so the job
         gets SIGXCPU (classified timed_out) before SIGKILL."""
         mib = 1024 * 1024
-        wanted = {"RLIMIT_AS": int(self.memory_mb) * mib, "RLIMIT_FSIZE": int(self.file_mb) * mib,
-                  "RLIMIT_NPROC": int(self.nproc)}
+        wanted = {"RLIMIT_AS": int(self.memory_mb) * mib, "RLIMIT_DATA": int(self.data_mb) * mib,
+                  "RLIMIT_FSIZE": int(self.file_mb) * mib, "RLIMIT_NPROC": int(self.nproc)}
         limits = {name: (v, v) for name, v in wanted.items() if v > 0}
         if self.cpu_s > 0:
             limits["RLIMIT_CPU"] = (int(self.cpu_s), int(self.cpu_s) + 5)

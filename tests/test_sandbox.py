@@ -147,3 +147,20 @@ def test_tail_lines_reads_only_the_end(tmp_path: Path) -> None:
     log.write_text("".join(f"line {i}\n" for i in range(10000)))
     assert sandbox.tail_lines(log, 3) == "line 9997\nline 9998\nline 9999"
     assert sandbox.tail_lines(tmp_path / "missing.log") == ""
+
+
+@pytest.mark.parametrize("memory_mb,data_mb,reserved", [(2048, 0, False), (0, 1024, True)])
+def test_data_mb_caps_memory_but_lets_cuda_style_reservations_through(tmp_path: Path, memory_mb: int, data_mb: int,
+                                                                      reserved: bool) -> None:
+    """memory_mb (RLIMIT_AS) refuses the 1 TiB no-access reservation CUDA makes at start, which is why recipe math
+    runs with memory_mb = 0; data_mb (RLIMIT_DATA) lets it through and still stops the runaway allocation after it."""
+    limits = LimitsConfig(timeout_s=60, memory_mb=memory_mb, data_mb=data_mb, cpu_s=120, file_mb=16, nproc=256)
+    job = tmp_path / "job"
+    res = sandbox.run("tests.adversarial.reserve_then_hoard", [], job_dir=job, project_root=ROOT, limits=limits)
+    out, err = (job / "stdout.log").read_text(), res.stderr_tail()
+    assert res.returncode == 1 and not res.timed_out, err
+    assert ("reserved 1 TiB" in out) is reserved, (out, err)
+    if reserved:  # it failed in the hoard, under the cap
+        assert "MemoryError" in err and "bytearray(64 * 1024 * 1024)" in err, err
+    else:  # the reservation itself was refused, as CUDA's is under RLIMIT_AS
+        assert "OSError: [Errno 12] Cannot allocate memory" in err, err

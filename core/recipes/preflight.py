@@ -56,7 +56,8 @@ def _gpu_problems(cfg: RunConfig) -> list[str]:
     found = []
     if cfg.limits.memory_mb > 0:
         found.append(f"[limits] memory_mb = {cfg.limits.memory_mb} caps a job's address space (RLIMIT_AS), and CUDA "
-                     f"cannot start under it (it reserves far more than it uses): set memory_mb = 0 for recipe math")
+                     f"cannot start under it (it reserves far more than it uses): set memory_mb = 0 for recipe math "
+                     f"([limits] data_mb, RLIMIT_DATA, can cap a job's memory instead; not yet tried with CUDA)")
     if cfg.math.use_vllm and importlib.util.find_spec("vllm") is None:
         samples = cfg.math.prompts_per_step * cfg.math.group_size
         found.append(f"[math] use_vllm = true but vLLM is not installed: `pip install -e \".[gpu]\"`, or set "
