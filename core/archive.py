@@ -390,8 +390,8 @@ class Archive:
             cand = self._candidate_from(rec)
             cands[cand.id] = cand
             doc_ids[cand.id] = int(doc_id)
-            if cand.metrics != rec.get("metrics", {}):
-                stale.add(cand.id)
+            if not self.readonly and cand.metrics != rec.get("metrics", {}):
+                stale.add(cand.id)  # only a writer can store them; readers skip the comparison
         self._db, self._cands, self._doc_ids, self._sig = db, cands, doc_ids, sig
         self._stale = stale
 
@@ -448,11 +448,16 @@ class Archive:
         archive from before t intervals), so that readers stop recomputing them at every reload (~12 ms a
         candidate). The engine calls it at start, under its lock. Returns how many records it wrote."""
         self._check_writable()
-        ids = [cid for cid in self._cands if cid in self._stale]
-        for cid in ids:
-            self._commit(self._cands[cid])
-        self._stale -= set(ids)
-        return len(ids)
+        records = {cid: self._cands[cid].to_dict() for cid in self._cands if cid in self._stale}
+        if records:  # one write of the file for all of them, not one per record
+
+            def apply(doc: dict[str, Any]) -> None:
+                _replace_with(records[doc["id"]])(doc)
+
+            self._db.table(TABLE).update(apply, doc_ids=[self._doc_ids[cid] for cid in records])  # type: ignore[union-attr]
+            self._sig = _signature(self.path)
+        self._stale.clear()
+        return len(records)
 
     def _check_writable(self) -> None:
         if self.readonly:

@@ -48,7 +48,6 @@ under a running call.
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 import time
@@ -85,13 +84,12 @@ class CancellableLLM(StoppableLLM):
         return super().chat(messages, **kwargs)
 
 
-def fingerprint(cand: Any) -> dict[str, str]:
+def fingerprint(cand: Any) -> dict[str, tuple]:
     """What a parent's prompt was built from: its result (outcome and Overall) on each seed it had."""
-    return {seed: json.dumps([r.get("outcome"), r.get("overall")], sort_keys=True) if isinstance(r, dict) else repr(r)
-            for seed, r in (cand.results or {}).items()}
+    return {seed: (r.get("outcome"), r.get("overall")) for seed, r in (cand.results or {}).items()}
 
 
-def changed_seeds(before: dict[str, str], now: dict[str, str]) -> list[str]:
+def changed_seeds(before: dict[str, tuple], now: dict[str, tuple]) -> list[str]:
     """Seeds whose result is no longer the one the prompt showed (gone or different); new ones do not count."""
     return sorted(seed for seed, shown in before.items() if now.get(seed) != shown)
 
@@ -103,7 +101,7 @@ class Prefetch:
     directive: str
     parents: list[str]
     known_ids: frozenset[str]
-    parent_prints: dict[str, dict[str, str]]
+    parent_prints: dict[str, dict[str, tuple]]
     rounds: int  # the reader's parent-selection round counter after it selected
     started: float = field(default_factory=time.time)
     plans: list[ChildPlan] = field(default_factory=list)
