@@ -506,16 +506,23 @@ class Engine:
             drop(pf, self.discovery)
 
     # ---- crash recovery ----
-    def _sweep_policies(self) -> None:
+    def _sweep_job_leftovers(self) -> None:
         """A supervisor killed with the engine never deleted its job's policy (a full checkpoint on recipe
         math); no job runs now, so every policy/ left under jobs/ is one nobody keeps."""
-        from core.evaluate import recipe_config
+        from core.evaluate import recipe_config, sweep_checkpoints
         from core.recipes.policy import policy_kept, sweep_policies
 
         if not policy_kept(recipe_config(self.cfg)):
             swept = sweep_policies(self.paths.jobs)
             if swept:
                 log.warning("deleted %d trained polic(ies) that killed jobs left under %s", swept, self.paths.jobs)
+        # Checkpoints of jobs that can no longer resume (their candidate was cancelled for good, or the seed
+        # has a result) would hold ~12 bytes a parameter each forever.
+        resumable = {(c.id, str(seed)) for c in self.archive.all() if c.status == "training"
+                     for seed in c.seeds if str(seed) not in (c.results or {})}
+        swept = sweep_checkpoints(self.paths.jobs, resumable)
+        if swept:
+            log.info("deleted %d checkpoint(s) of jobs that will not resume", swept)
 
     def recover(self) -> None:
         """Make the repo and the archive agree after a crash: a `proposed` candidate's branch (killed
@@ -526,7 +533,7 @@ class Engine:
         orphans = reap_orphan_jobs(self.paths.jobs)
         if orphans:
             log.warning("killed %d job(s) left running by the previous engine: process groups %s", len(orphans), orphans)
-        self._sweep_policies()
+        self._sweep_job_leftovers()
         rewritten = self.archive.store_recomputed_intervals()
         if rewritten:
             log.info("stored %d candidate(s)' intervals under [stats] interval = %s", rewritten, self.cfg.stats.interval)

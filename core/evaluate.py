@@ -16,7 +16,7 @@ from typing import Any
 
 from core.config import RunConfig
 from core.engine import fault_point
-from core.jobspec import JobResult, JobSpec
+from core.jobspec import CHECKPOINT_DIR, JobResult, JobSpec
 from core.rundir import RunPaths, default_cache_dir
 
 # Worst outcome first: a candidate's status is the worst outcome over its seeds.
@@ -57,10 +57,7 @@ def run_job(spec: JobSpec, cfg: RunConfig, on_progress: Progress | None = None,
     from core.jobs import start_job
     from core.recipes import planned_steps
 
-    job_dir = Path(spec.job_dir)
-    if job_dir.exists():
-        shutil.rmtree(job_dir)  # an unfinished earlier attempt: start clean, never mix two runs
-    job_dir.mkdir(parents=True)
+    fresh_job_dir(spec)
     handle = start_job(spec, cfg.limits, cfg.early_kill, project_root())
     total = max(planned_steps(spec), 1)
     share = TRAIN_SHARE if spec.mode == "full" else 1.0  # a smoke job has no scoring process
@@ -79,6 +76,46 @@ def run_job(spec: JobSpec, cfg: RunConfig, on_progress: Progress | None = None,
         if on_progress and now != shown:  # published once per step (or scoring tick), not once per poll
             shown = now
             on_progress(*progress_line(now, total, share))
+
+
+def fresh_job_dir(spec: JobSpec) -> None:
+    """Start clean: an unfinished earlier attempt's files never mix with this one's. Except its checkpoints
+    (recipe math) when it was the same job, by its spec: the recipe resumes from them instead of step 0."""
+    job_dir = Path(spec.job_dir)
+    keep = CHECKPOINT_DIR if same_job(job_dir, spec) else None
+    if job_dir.is_dir() and not job_dir.is_symlink():
+        for entry in job_dir.iterdir():
+            if entry.name != keep:
+                remove_path(entry)
+    elif job_dir.exists() or job_dir.is_symlink():
+        job_dir.unlink()
+    job_dir.mkdir(parents=True, exist_ok=True)
+
+
+def same_job(job_dir: Path, spec: JobSpec) -> bool:
+    """Whether the attempt that left job_dir ran this very spec (config, seed, mode, candidate file)."""
+    try:
+        return asdict(JobSpec.load(job_dir / "spec.json")) == asdict(spec)
+    except Exception:  # noqa: BLE001 - missing, torn or foreign: not the same job
+        return False
+
+
+def remove_path(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    else:
+        path.unlink(missing_ok=True)
+
+
+def sweep_checkpoints(jobs_dir: Path, resumable: set[tuple[str, str]]) -> int:
+    """Delete checkpoints/ under jobs/<candidate>/<seed>/ unless that job can still resume (its candidate is
+    training and the seed has no result); call it only while no job runs. Returns how many were deleted."""
+    swept = 0
+    for folder in Path(jobs_dir).glob(f"*/*/{CHECKPOINT_DIR}"):
+        if (folder.parent.parent.name, folder.parent.name) not in resumable:
+            shutil.rmtree(folder, ignore_errors=True)
+            swept += 1
+    return swept
 
 
 # The share of a job's bar that training fills; scoring fills the rest. Only so that the bar never runs

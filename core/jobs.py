@@ -39,7 +39,7 @@ from typing import Any
 
 from core import sandbox
 from core.errors import SandboxError
-from core.jobspec import EVAL_PROGRESS, POLICY_DIR, JobResult, JobSpec, read_eval_progress
+from core.jobspec import CHECKPOINT_DIR, EVAL_PROGRESS, POLICY_DIR, JobResult, JobSpec, read_eval_progress
 from core.recipes.policy import policy_kept, remove_policy
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -277,6 +277,8 @@ class JobHandle:
             # The scoring process deletes it when it ends by itself; one that timed out, was cancelled or
             # was killed cannot, and neither can training that died after saving (gigabytes per job).
             remove_policy(self.job_dir)
+        if result.outcome != "cancelled":  # only a job stopped before its end resumes from its checkpoint
+            shutil.rmtree(self.job_dir / CHECKPOINT_DIR, ignore_errors=True)
         result.save(self.job_dir)
         with self._cond:
             self._result = result

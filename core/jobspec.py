@@ -121,6 +121,7 @@ def read_eval_progress(job_dir: str | Path) -> tuple[int, int, str] | None:
     return (done, total, what) if 0 <= done <= total and total > 0 else None
 
 
+CHECKPOINT_DIR = "checkpoints"  # in the job dir: what an interrupted job resumes from (recipe math)
 POLICY_DIR = "policy"  # in the job dir: the trained weights (core.recipes.policy), saved by training, read by scoring
 
 # What only the scoring process may report (it never imports candidate code).

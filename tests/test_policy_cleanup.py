@@ -104,3 +104,29 @@ def test_sweep_counts_what_it_deleted_and_ignores_files_named_policy(tmp_path: P
     assert sweep_policies(tmp_path) == 1
     assert not (tmp_path / "a" / "s0" / POLICY_DIR).exists() and (tmp_path / "b" / POLICY_DIR).is_file()
     assert sweep_policies(tmp_path / "missing") == 0
+
+
+def test_recovery_keeps_only_the_checkpoints_a_job_can_resume_from(tmp_path_factory, tmp_path) -> None:
+    """A training candidate's seed without a result resumes from its checkpoint (recipe math); a seed with a
+    result, or a candidate the archive does not train, never will: recovery deletes those."""
+    from core.archive import Archive
+    from core.engine import Engine
+    from core.jobspec import CHECKPOINT_DIR
+
+    run = copy_run(base_run(tmp_path_factory), tmp_path / "run", None, budget=1)
+    archive = Archive.open(run)
+    assert set(archive.get("seed").results) == {"0"}
+    archive.update("seed", seeds=[0, 1])
+    archive.set_status("seed", "training")  # as a kill -9 during its seed 1 leaves it
+    resumable, done, stray = (run / "jobs" / cid / seed / CHECKPOINT_DIR
+                              for cid, seed in (("seed", "1"), ("seed", "0"), ("c009", "0")))
+    for folder in (resumable, done, stray):
+        (folder / "checkpoint-2").mkdir(parents=True)
+    Engine(run).recover()
+    assert (resumable / "checkpoint-2").is_dir()
+    assert not done.exists() and not stray.exists()
+
+    archive = Archive.open(run)
+    archive.set_status("seed", "evaluated")  # no longer training: nothing of it resumes
+    Engine(run).recover()
+    assert not resumable.exists()

@@ -60,32 +60,78 @@ def shard_budget() -> int:
 
 def save_policy(model: Any, job_dir: str | Path, budget: int | None = None) -> Path:
     """Write the model's weights to <job_dir>/policy/ in shards of at most `budget` bytes of tensor data."""
+    out = policy_dir(job_dir)
+    remove_policy(job_dir)
+    write_shards(unique_tensors(model), out, budget)
+    return out
+
+
+def write_shards(tensors: dict[str, Any], out: Path, budget: int | None = None) -> None:
+    """Write named tensors to a new directory `out` in shards of at most `budget` bytes of tensor data (the
+    format above; a tensor larger than a shard is stored flat in parts)."""
     from safetensors.torch import save_file
 
     budget = budget or shard_budget()
-    out = policy_dir(job_dir)
-    remove_policy(job_dir)
     out.mkdir(parents=True)
     shard: dict[str, Any] = {}
     used, index = 0, 0
-    for name, tensor in _pieces(unique_tensors(model), budget):
+    for name, tensor in _pieces(tensors, budget):
         size = tensor.numel() * tensor.element_size()
         if shard and used + size > budget:
             save_file(shard, str(out / SHARD.format(index)))
             shard, used, index = {}, 0, index + 1
         shard[name], used = tensor, used + size
     save_file(shard, str(out / SHARD.format(index)))
-    return out
+
+
+def read_shards(folder: Path, shapes: dict[str, list[int]]) -> dict[str, Any]:
+    """The tensors write_shards stored in `folder`, exactly those named in `shapes` and of those shapes (a
+    split tensor is stored flat: `shapes` restores it). Raises ValueError on anything else."""
+    from safetensors import safe_open
+
+    targets = {name: _Shape(shape) for name, shape in shapes.items()}
+    found: dict[str, Any] = {}
+    parts: dict[str, dict[int, Any]] = {}
+    for path in sorted(folder.iterdir()):
+        if not SHARD_RE.fullmatch(path.name):
+            raise ValueError(f"unexpected file {path.name}")
+        with safe_open(str(path), framework="pt") as fh:
+            for key in fh.keys():  # noqa: SIM118 - safe_open is not iterable
+                match = PART_RE.fullmatch(key)
+                name = match["name"] if match else key
+                if name not in targets or name in found:
+                    raise ValueError(f"tensor {name!r} is not expected here, or is stored twice")
+                value = fh.get_tensor(key)
+                if match:
+                    value = _join_part(name, int(match["i"]), int(match["k"]), value, targets[name], parts)
+                    if value is None:
+                        continue
+                if list(value.shape) != list(shapes[name]):
+                    raise ValueError(f"{name}: shape {list(value.shape)}, expected {list(shapes[name])}")
+                found[name] = value
+    missing = sorted(set(targets) - set(found))
+    if missing or parts:
+        raise ValueError(f"tensors missing or incomplete: {(missing + sorted(parts))[:5]}")
+    return found
+
+
+class _Shape:
+    """What _join_part needs of a target tensor: its element count and shape."""
+
+    def __init__(self, shape: list[int]) -> None:
+        self.shape = tuple(shape)
+
+    def numel(self) -> int:
+        return math.prod(self.shape)
 
 
 def load_policy(model: Any, job_dir: str | Path) -> str:
     """'' once the saved tensors replace the model's; otherwise why the trained weights are unusable."""
     folder = policy_dir(job_dir)
-    shards = sorted(folder.glob("*")) if folder.is_dir() else []
-    if not shards:
+    if not (folder.is_dir() and any(folder.iterdir())):
         return f"training wrote no {POLICY_DIR}/: nothing to evaluate"
     try:
-        _load(model, shards)
+        load_weights(model, folder)
     except Exception as exc:  # noqa: BLE001 - files the candidate's process wrote: any defect is its outcome
         return f"{POLICY_DIR}/ is not the recipe's model: {type(exc).__name__}: {str(exc)[:300]}"
     return ""
@@ -131,7 +177,9 @@ def _pieces(tensors: dict[str, Any], budget: int) -> Iterator[tuple[str, Any]]:
             yield f"{name}#{i}/{len(parts)}", part.clone()  # clone: safetensors refuses views of one storage
 
 
-def _load(model: Any, shards: list[Path]) -> None:
+def load_weights(model: Any, folder: Path) -> None:
+    """Copy the tensors stored in `folder` into the model's, one shard at a time (a second copy of a 6 GB
+    model never sits in memory); exactly the model's tensors, each of its shape and dtype, or ValueError."""
     import torch
     from safetensors import safe_open
 
@@ -139,7 +187,7 @@ def _load(model: Any, shards: list[Path]) -> None:
     done: set[str] = set()
     parts: dict[str, dict[int, Any]] = {}
     with torch.no_grad():
-        for path in shards:
+        for path in sorted(folder.iterdir()):
             if not SHARD_RE.fullmatch(path.name):
                 raise ValueError(f"unexpected file {path.name}")
             with safe_open(str(path), framework="pt") as fh:

@@ -18,6 +18,7 @@ Written against trl 1.16.0 (trl/trainer/grpo_trainer.py). Override points:
   this micro-batch's rows only. Summed over the micro-batches, the gradient is exactly that of the
   candidate's loss on one big batch, whatever it aggregates (token-mean over the batch's tokens, as TRL's
   dapo; per-sequence means; statistics across rows) and however filtering spread the kept rows.
+* `_save_checkpoint` and the three resume loaders: core/recipes/math/checkpoint.py's format (no pickle).
 * A step in which `filter_groups` kept nothing makes no optimizer update (grads are dropped before AdamW,
   so its momentum does not move the weights either), as in the tiny trainer.
 
@@ -39,6 +40,7 @@ from trl.models.utils import disable_gradient_checkpointing
 
 from core.contract import RolloutBatch
 from core.errors import ContractError, PoiseError
+from core.recipes.math.checkpoint import ResumableCheckpoints
 
 BATCH_KEYS = ("rewards", "group_ids", "valid", "truncated", "keep")
 PART_PREFIX = "reward_part/"
@@ -74,8 +76,9 @@ def hparams_to_grpo(hp: dict[str, Any], lr: float) -> dict[str, Any]:
     return out
 
 
-class ContractGRPOTrainer(GRPOTrainer):
-    """GRPOTrainer whose advantages, group filter and policy loss come from a candidate module."""
+class ContractGRPOTrainer(ResumableCheckpoints, GRPOTrainer):
+    """GRPOTrainer whose advantages, group filter and policy loss come from a candidate module; its checkpoints
+    are core.recipes.math.checkpoint's (sharded safetensors, no pickle)."""
 
     def __init__(self, *args: Any, candidate: ModuleType, validity_part: str = "format", **kwargs: Any) -> None:
         self.candidate = candidate

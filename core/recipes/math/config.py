@@ -72,6 +72,11 @@ class MathConfig:
     keep_policy: bool = opt(
         False, "Keep the trained weights (<job>/policy/, float32: 4 bytes a parameter) after scoring; "
         "by default the scoring process deletes them, since every candidate x seed would leave a full checkpoint.")
+    checkpoint_steps: int = opt(
+        20, "Save a resumable checkpoint every this many optimizer steps (0 = never): a job interrupted without an "
+        "outcome (engine killed, reboot, a stop) resumes from its latest one instead of step 0. Only the latest is "
+        "kept, ~12 bytes a parameter (weights and AdamW's two moments, float32), deleted when the job ends.",
+        at_least=0)
     bf16: bool = opt(True, "Compute in bfloat16 autocast on GPU; weights and optimizer state stay float32 (pure "
                      "bfloat16 weights would round away most updates at lr 1e-6). Ignored on CPU.")
     gradient_checkpointing: bool = opt(True, "Trade compute for memory on GPU (3000-token responses need it).")

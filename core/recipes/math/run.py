@@ -9,6 +9,7 @@ are loaded BEFORE training, so a missing user file fails in seconds, not after h
 
 from __future__ import annotations
 
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -19,6 +20,7 @@ from core.configlib import from_dict
 from core.contract import check_module
 from core.errors import ConfigError, ModelNotFoundError
 from core.jobspec import JobResult, JobSpec
+from core.recipes.math.checkpoint import checkpoint_root, every_n_steps, latest_checkpoint, logged_steps
 from core.recipes.math.config import MathConfig
 from core.recipes.math.data import Problem, load_benchmark, load_math_train, split_parts
 
@@ -116,8 +118,10 @@ def grpo_args(cfg: MathConfig, spec: JobSpec, hp: dict[str, Any], n_train: int, 
         raise ConfigError(f"[math]: prompts_per_step*group_size={samples} is not a multiple of micro_batch_size")
     cuda = device == "cuda"
     lr = cfg.lr if cfg.lr_source == "config" else hp["lr"]
+    saves = cfg.checkpoint_steps > 0 and spec.mode == "full"  # a smoke job is two steps
     return make_grpo_config(
-        output_dir=str(Path(spec.job_dir) / "trl"), seed=spec.seed, data_seed=spec.seed,
+        output_dir=str(checkpoint_root(spec.job_dir)), seed=spec.seed, data_seed=spec.seed,
+        save_strategy="steps" if saves else "no", save_steps=cfg.checkpoint_steps or 1,
         per_device_train_batch_size=cfg.micro_batch_size, gradient_accumulation_steps=samples // cfg.micro_batch_size,
         num_generations=cfg.group_size, max_completion_length=cfg.max_response_tokens, temperature=cfg.temperature,
         max_steps=cfg.rl_steps(n_train, spec.mode), reward_weights=[1.0, cfg.format_weight],
@@ -150,10 +154,25 @@ def build_trainer(cfg: MathConfig, spec: JobSpec, candidate: ModuleType, emit: E
     data = train_dataset(cfg, tok)
     use_vllm = cfg.use_vllm and vllm_usable()
     args = grpo_args(cfg, spec, candidate.HPARAMS, len(data), use_vllm, device)
+    callbacks = [metrics_callback(emit)] + ([every_n_steps(cfg.checkpoint_steps)] if args.save_strategy != "no" else [])
     return ContractGRPOTrainer(
         model=model, reward_funcs=list(REWARD_FUNCS), args=args, train_dataset=data, processing_class=tok,
-        candidate=candidate, callbacks=[metrics_callback(emit)],
+        candidate=candidate, callbacks=callbacks,
     )
+
+
+def resume_point(spec: JobSpec, emit: Emit) -> Path | None:
+    """The checkpoint an interrupted attempt of this job left, if any; the metrics of the steps it covers
+    are written again first, so metrics.jsonl and the live curves show the whole run."""
+    checkpoint = latest_checkpoint(spec.job_dir)
+    if checkpoint is None:
+        return None
+    for logs in logged_steps(checkpoint):
+        line = metrics_line(logs, int(logs.get("step", 0)))
+        if line is not None:
+            emit(line)
+    print(f"poise: resuming from {checkpoint.name} of an interrupted attempt", file=sys.stderr, flush=True)
+    return checkpoint
 
 
 def run_job(spec: JobSpec, candidate_module: ModuleType, emit: Emit) -> JobResult:
@@ -172,9 +191,12 @@ def run_job(spec: JobSpec, candidate_module: ModuleType, emit: Emit) -> JobResul
     device = training_device()
     set_seed(spec.seed)
     trainer = build_trainer(cfg, spec, candidate_module, emit, model_dir, device)
-    trainer.train()
+    resume = resume_point(spec, emit) if trainer.args.save_strategy != "no" else None
+    trainer.train(resume_from_checkpoint=str(resume) if resume else None)
     extra: dict[str, Any] = {"train_s": time.monotonic() - t0, "use_vllm": bool(trainer.use_vllm),
                              "model_path": str(model_dir), "device": device}
+    if resume:
+        extra["resumed_from_step"] = int(resume.name.rsplit("-", 1)[1])
     if spec.mode == "full":
         save_policy(trainer.accelerator.unwrap_model(trainer.model), spec.job_dir)
     return JobResult("evaluated", wall_s=time.monotonic() - t0, steps_done=trainer.state.global_step, extra=extra)
