@@ -192,3 +192,36 @@ def write_candidate_source() -> str:
     from test_math_recipe_adapter import candidate_source
 
     return candidate_source()
+
+
+def test_a_checkpoint_that_does_not_fit_is_skipped_and_training_goes_on(tiny, tmp_path, monkeypatch, capfd):
+    """A full disk is not the candidate's crash: the checkpoint is skipped (the previous one stays) with a
+    note on stderr. Both failures are named fakes: a disk_usage that reports a full disk, and a shard writer
+    that fails with ENOSPC after writing part of the checkpoint."""
+    import errno
+    from collections import namedtuple
+
+    from test_math_recipe_adapter import make_trainer
+
+    trainer = make_trainer(tiny, write_candidate(tmp_path), tmp_path, tiny["problems"][:2], max_steps=1)
+    trainer.train()
+    root = tmp_path / CHECKPOINT_DIR
+    assert ckpt.save_checkpoint(trainer, root / "checkpoint-1")  # the real disk has room
+
+    Usage = namedtuple("Usage", "total used free")
+    full_disk = lambda path: Usage(1 << 40, 1 << 40, 1 << 20)  # a fake: 1 MiB free
+    assert not ckpt.save_checkpoint(trainer, root / "checkpoint-2", disk_usage=full_disk)
+    assert "checkpoint-2 not saved (it needs" in capfd.readouterr().err
+
+    real_write = ckpt.write_shards
+
+    def fake_write_fails_midway(tensors, out, budget=None):
+        real_write(tensors, out, budget)
+        if out.name == "tensors":
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(ckpt, "write_shards", fake_write_fails_midway)
+    assert not ckpt.save_checkpoint(trainer, root / "checkpoint-3")
+    assert "No space left on device" in capfd.readouterr().err
+    assert [p.name for p in root.iterdir()] == ["checkpoint-1"], "no partial write is left, the last one stays"
+    assert ckpt.latest_checkpoint(tmp_path) == root / "checkpoint-1"

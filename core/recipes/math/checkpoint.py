@@ -26,6 +26,7 @@ import json
 import random
 import re
 import shutil
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -99,15 +100,46 @@ def logged_steps(checkpoint: Path) -> list[dict[str, Any]]:
 
 # ---- saving --------------------------------------------------------------------------------------------
 
-def save_checkpoint(trainer: Any, final: Path) -> None:
-    """Write the trainer's whole training state to `final` (a checkpoint-N path), atomically, and delete
-    the other checkpoints beside it."""
+DISK_MARGIN = 1 << 30  # free space left beside a checkpoint: the engine, the archive and the logs need some
+
+
+def save_checkpoint(trainer: Any, final: Path, disk_usage: Any = shutil.disk_usage) -> bool:
+    """Write the trainer's whole training state to `final` (a checkpoint-N path), atomically, and delete the
+    other checkpoints beside it. Best effort: without the disk space for it, or when a write fails, the
+    checkpoint is skipped with a note on stderr and training goes on (the previous one stays), because
+    a full disk is not the candidate's crash. Returns whether it was written."""
+    model = trainer.accelerator.unwrap_model(trainer.model)
+    weights = unique_tensors(model)
+    opt_tensors, opt_rest = split_tensors(trainer.optimizer.state_dict())
+    needed = sum(t.numel() * t.element_size() for t in [*weights.values(), *opt_tensors.values()])
+    final.parent.mkdir(parents=True, exist_ok=True)
+    free = disk_usage(final.parent).free
+    if free < needed + DISK_MARGIN:
+        _skipped(final, f"it needs {needed / 2**30:.1f} GiB and {free / 2**30:.1f} GiB are free")
+        return False
     tmp = final.with_name(final.name + PARTIAL)
+    try:
+        _write(trainer, tmp, weights, opt_tensors, opt_rest)
+    except OSError as exc:
+        _remove(tmp)
+        _skipped(final, f"writing it failed: {exc}")
+        return False
+    _remove(final)
+    tmp.rename(final)
+    for entry in final.parent.iterdir():
+        if entry != final:
+            _remove(entry)
+    return True
+
+
+def _skipped(final: Path, why: str) -> None:
+    print(f"poise: {final.name} not saved ({why}); training goes on", file=sys.stderr, flush=True)
+
+
+def _write(trainer: Any, tmp: Path, weights: dict[str, Any], opt_tensors: dict[str, Any], opt_rest: Any) -> None:
     _remove(tmp)
     tmp.mkdir(parents=True)
-    model = trainer.accelerator.unwrap_model(trainer.model)
-    write_shards(unique_tensors(model), tmp / "weights")
-    opt_tensors, opt_rest = split_tensors(trainer.optimizer.state_dict())
+    write_shards(weights, tmp / "weights")
     rng_tensors, rng_rest = rng_state()
     write_shards({**{f"opt/{k}": v for k, v in opt_tensors.items()},
                   **{f"rng/{k}": v for k, v in rng_tensors.items()}}, tmp / "tensors")
@@ -117,11 +149,6 @@ def save_checkpoint(trainer: Any, final: Path) -> None:
              "versions": versions()}
     (tmp / STATE_FILE).write_text(json.dumps(state))
     trainer.state.save_to_json(str(tmp / TRAINER_STATE))  # last: its presence marks a complete write
-    _remove(final)
-    tmp.rename(final)
-    for entry in final.parent.iterdir():
-        if entry != final:
-            _remove(entry)
 
 
 TENSOR = "__tensor__"  # marks where a tensor was taken out of a nested state
