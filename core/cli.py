@@ -61,11 +61,13 @@ def init_run(run_dir: str | Path, recipe: str = "tiny", name: str = "") -> Path:
 def _gpu_job_limits(cfg) -> None:
     """Limits a paper-scale GPU job survives: CUDA cannot start under an address-space limit; the CPU time
     of its many threads adds up to the default's 2 hours long before it ends; it runs for many hours;
-    and vLLM, Triton and tokenizer pools start many threads, which RLIMIT_NPROC counts."""
+    and vLLM, Triton and tokenizer pools start many threads, which RLIMIT_NPROC counts. Its policy and
+    checkpoints take ~28 bytes a parameter on disk: 64 GiB fits a 1.5B model (preflight sizes it)."""
     cfg.limits.memory_mb = 0
     cfg.limits.cpu_s = 0
     cfg.limits.timeout_s = 48 * 3600.0
     cfg.limits.nproc = 4096
+    cfg.limits.disk_mb = 64 << 10
 
 
 def cmd_init(a: argparse.Namespace) -> int:

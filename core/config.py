@@ -37,6 +37,10 @@ class LimitsConfig:
     cpu_s: int = opt(7200, "CPU-time limit of a job (RLIMIT_CPU) in seconds.")
     file_mb: int = opt(512, "Largest file a job may write (RLIMIT_FSIZE) in MiB.")
     nproc: int = opt(512, "Process/thread limit of the job's user (RLIMIT_NPROC); stops fork bombs.")
+    disk_mb: int = opt(4096, "Most a job may write under its job dir, all files together, in MiB (0 = no cap): "
+                       "file_mb caps one file, not their number. Measured twice a second; a job over it is stopped as "
+                       "crashed and what it wrote is deleted (its logs keep their tails). Recipe math writes ~28 bytes "
+                       "a parameter with checkpoints, 4 without (preflight says what the model needs).")
     probe_timeout_s: float = opt(120.0, "Wall-clock limit of the contract-probe job at verification (the candidate's "
                                  "functions on small batches take seconds): an endless loop is caught this fast, "
                                  "not after timeout_s.", above=0)

@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from core import sandbox
+from core.diskcap import DiskWatch, reclaim
 from core.errors import SandboxError
 from core.jobspec import CHECKPOINT_DIR, EVAL_PROGRESS, POLICY_DIR, JobResult, JobSpec, read_eval_progress
 from core.recipes.policy import policy_kept, remove_policy
@@ -146,6 +147,7 @@ class JobHandle:
         self._eval_phase = eval_phase  # starts the trusted scoring process once training ended cleanly
         self._scoring = False
         self._timeout_s = float(limits.timeout_s)
+        self._disk = DiskWatch(self.job_dir, sandbox.Limits.of(limits).disk_mb)
         self._tail = MetricsTail(self.job_dir / "metrics.jsonl")
         self._rules = EarlyKill(early_kill)
         self._rows: list[dict[str, Any]] = []
@@ -228,11 +230,15 @@ class JobHandle:
             self._drain()
             if time.monotonic() > deadline:
                 self._request_stop("timed_out", f"wall-clock limit of {self._timeout_s:g} s exceeded")
+            if self._disk.exceeded():
+                self._request_stop("crashed", self._disk.fired)
             if self._stop is not None:
                 self._proc.kill_group()
                 break
             self._wake.wait(POLL_S)
         self._proc.close()
+        if self._disk.fired:
+            reclaim(self.job_dir)
         self._drain()
         return self._verdict(self._proc.popen.returncode)
 
@@ -445,6 +451,8 @@ def run_probe(algorithm_path: str | Path, job_dir: str | Path, limits: Any,
     if res.timed_out:
         return ProbeReport(False, [f"probes timed out after {limit or 0:g} s (an endless loop in the candidate?)"],
                            outcome="timed_out")
+    if res.over_disk:
+        return ProbeReport(False, [f"probe process {res.over_disk}"], outcome="crashed")
     report = _read_report(out)
     if res.returncode != 0 or report is None:
         verdict = classify_exit(job, res.returncode, {})

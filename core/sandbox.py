@@ -28,6 +28,8 @@ What is isolated, and by what:
   imported, rather than in a `preexec_fn`:
   the engine and the TUI are multi-threaded, and `preexec_fn` can deadlock in a
   forked child of a threaded parent. RLIMIT_NPROC is not enforced for root.
+* **Disk** (core/diskcap.py): not a kernel limit. The supervisor measures the job
+  dir twice a second and stops a job that wrote more than `disk_mb` in all.
 * **Network namespace**: when the job runs as root on Linux, the bootstrap
   calls `os.unshare(CLONE_NEWNET)` (a namespace with no interfaces); where
   that fails it silently relies on the guard alone.
@@ -122,11 +124,13 @@ class Limits:
     cpu_s: int = 7200
     file_mb: int = 512
     nproc: int = 512
+    disk_mb: int = 4096  # not a kernel limit: the supervisor measures the job dir (core/diskcap.py)
 
     @classmethod
     def of(cls, limits: Any) -> Limits:
-        """Accept a LimitsConfig (or anything with the same fields)."""
-        return cls(**{k: getattr(limits, k) for k in cls.__dataclass_fields__})
+        """Accept a LimitsConfig (or anything with the same fields; a missing one keeps its default)."""
+        fields = cls.__dataclass_fields__
+        return cls(**{k: getattr(limits, k) for k in fields if hasattr(limits, k)})
 
     def rlimits(self) -> dict[str, tuple[int, int]]:
         """(soft, hard) per limit; a value <= 0 means no limit (CUDA reserves far more address space than
@@ -150,6 +154,7 @@ class SandboxResult:
     wall_s: float
     stdout_path: Path
     stderr_path: Path
+    over_disk: str = ""  # why it was stopped for what it wrote under its job dir ([limits] disk_mb)
 
     def stderr_tail(self, lines: int = 20) -> str:
         return tail_lines(self.stderr_path, lines)
@@ -278,19 +283,29 @@ def _register(proc: SandboxProcess) -> SandboxProcess:
 
 def run(module: str, args: Iterable[str], *, timeout_s: float | None = None, **kwargs: Any) -> SandboxResult:
     """Blocking `spawn`: waits, kills the group on timeout (limits.timeout_s unless `timeout_s` is given)."""
+    from core.diskcap import DISK_POLL_S, DiskWatch, reclaim
+
     proc = spawn(module, args, **kwargs)
-    limit = timeout_s if timeout_s is not None else Limits.of(kwargs["limits"]).timeout_s
-    limit = limit if limit and limit > 0 else None  # <= 0: no wall-clock limit (wait(timeout=0) would kill at once)
+    limits = Limits.of(kwargs["limits"])
+    limit = timeout_s if timeout_s is not None else limits.timeout_s
+    deadline = proc.started + limit if limit and limit > 0 else float("inf")  # <= 0: no wall-clock limit
+    disk = DiskWatch(proc.job_dir, limits.disk_mb)
     timed_out = False
-    try:
-        proc.popen.wait(timeout=limit)
-    except subprocess.TimeoutExpired:
-        timed_out = True
-        proc.kill_group()
+    while True:
+        try:
+            proc.popen.wait(timeout=max(0.0, min(deadline - time.monotonic(), DISK_POLL_S)))
+            break
+        except subprocess.TimeoutExpired:
+            timed_out = time.monotonic() >= deadline
+            if timed_out or disk.exceeded():
+                proc.kill_group()
+                break
     proc.close()
+    if disk.fired:
+        reclaim(proc.job_dir)
     job = proc.job_dir
     return SandboxResult(proc.popen.returncode, timed_out, time.monotonic() - proc.started,
-                         job / "stdout.log", job / "stderr.log")
+                         job / "stdout.log", job / "stderr.log", disk.fired)
 
 
 def scrubbed_env(job_dir: Path, extra: dict[str, str] | None = None) -> dict[str, str]:

@@ -135,6 +135,7 @@ def test_poise_init_of_recipe_math_writes_limits_a_gpu_job_survives(tmp_path):
     limits = load_config(init_run(tmp_path / "m", recipe="math") / "run.toml").limits
     assert (limits.memory_mb, limits.cpu_s) == (0, 0) and limits.timeout_s >= 24 * 3600
     assert limits.nproc > LimitsConfig().nproc
+    assert limits.disk_mb << 20 >= 1.5e9 * 28  # a 1.5B model's policy and two checkpoints
     tiny = load_config(init_run(tmp_path / "t") / "run.toml").limits
     assert tiny == LimitsConfig()  # the CPU recipe keeps its tight sandbox
 

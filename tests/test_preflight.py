@@ -63,3 +63,28 @@ def test_poise_check_says_what_is_ready_and_what_is_not(tmp_path: Path) -> None:
     assert "recipe math: NOT READY" in proc.stdout and "model_path is empty" in proc.stdout
     assert "llm (llama_cpp): NOT READY" in proc.stdout and "missing.gguf" in proc.stdout
     assert "workspace: NOT READY" in proc.stdout
+
+
+def test_math_says_when_disk_mb_cannot_hold_a_jobs_policy_and_checkpoints(tmp_path: Path) -> None:
+    """A job stopped for its disk use hours into training is the configuration's fault: preflight sizes it
+    from the model's safetensors headers (2M parameters: 8 MB policy, 2 x 24 MB checkpoints)."""
+    import torch
+    from safetensors.torch import save_file
+
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "config.json").write_text("{}")
+    save_file({"embed": torch.zeros(1000, 1024), "head": torch.zeros(976, 1024)}, str(model / "model-1.safetensors"))
+    save_file({"norm": torch.zeros(72 * 1024)}, str(model / "model-2.safetensors"))
+    assert preflight.model_parameters(model) == 2 * 1024 * 1024
+    for name in USER_BENCHMARKS:
+        (tmp_path / f"{name}.jsonl").write_text(json.dumps({"problem": "1+1?", "answer": "2"}) + "\n")
+    cfg = RunConfig(recipe="math")
+    cfg.math.model_path, cfg.math.data_dir = str(model), str(tmp_path)
+    cfg.limits.disk_mb = 300
+    (found,) = preflight.problems(cfg)
+    assert "disk_mb = 300 is less than a job writes" in found and "set disk_mb >= 312" in found, found
+    cfg.math.checkpoint_steps = 0  # the policy alone: 8 MiB + 256
+    assert preflight.problems(cfg) == []
+    cfg.math.checkpoint_steps, cfg.limits.disk_mb = 20, 0  # no cap
+    assert preflight.problems(cfg) == []

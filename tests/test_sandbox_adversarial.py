@@ -255,3 +255,28 @@ def test_without_landlock_torch_save_writes_outside_so_the_attack_is_real(tmp_pa
     _, target, result = run_torch_save(tmp_path)
     assert result.outcome == "crashed" and "torch.save outside: written" in result.reason
     assert target.exists()
+
+
+def test_filling_the_disk_is_stopped_as_a_crash_and_what_it_wrote_is_deleted(tmp_path: Path) -> None:
+    """Each file is under file_mb, so only [limits] disk_mb (the supervisor's measure of the job dir) stops it."""
+    from core.diskcap import disk_bytes
+
+    arena = Arena(tmp_path, "fill_disk.py")
+    result = arena.start_bandit(LimitsConfig(timeout_s=120, memory_mb=3072, cpu_s=300, disk_mb=32)).wait()
+    assert result.outcome == "crashed", result
+    assert "over [limits] disk_mb = 32" in result.reason
+    assert "started filling the disk" in (arena.job / "stdout.log").read_text()  # it was the candidate
+    assert not list(arena.job.glob("junk-*")), "what it wrote is deleted"
+    assert disk_bytes(arena.job) < 8 << 20
+    arena.assert_nothing_outside_changed()
+
+
+def test_a_probe_that_fills_the_disk_is_stopped_too(tmp_path: Path) -> None:
+    from core.diskcap import disk_bytes
+
+    arena = Arena(tmp_path, "fill_disk.py")
+    report = run_probe(arena.algorithm, arena.job, LimitsConfig(timeout_s=60, disk_mb=32))
+    assert report.outcome == "crashed" and not report.ok
+    assert "over [limits] disk_mb = 32" in report.problems[0]
+    assert disk_bytes(arena.job) < 8 << 20
+    arena.assert_nothing_outside_changed()

