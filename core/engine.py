@@ -530,9 +530,7 @@ class Engine:
         whose branch is gone is rejected. A branch the archive does not know at all cannot come from a crash
         (the record is always written before the branch), so the archive lost records: the branch is set
         aside as lost/<id>-<time>, never deleted."""
-        orphans = reap_orphan_jobs(self.paths.jobs)
-        if orphans:
-            log.warning("killed %d job(s) left running by the previous engine: process groups %s", len(orphans), orphans)
+        self._reap_orphans()
         self._sweep_job_leftovers()
         rewritten = self.archive.store_recomputed_intervals()
         if rewritten:
@@ -555,9 +553,18 @@ class Engine:
                 # deleted by hand is reported, not silently rebuilt.
                 self.archive.set_status(cid, "rejected", f"branch cand/{cid} missing from the repo")
 
+    def _reap_orphans(self) -> None:
+        """Under the lock: jobs a killed engine, `poise eval` or `poise verify` left running would write into the
+        job dirs the next attempt reuses."""
+        orphans = reap_orphan_jobs(self.paths.jobs)
+        if orphans:
+            log.warning("killed %d job(s) left running by a killed engine or CLI: process groups %s", len(orphans),
+                        orphans)
+
     # ---- used by the CLI outside the loop: each holds the run's lock, so no engine writes meanwhile ----
     def verify_candidate(self, cid: str, repair: bool = False):
         with EngineLock(self.paths.root, task=f"poise verify {cid}"):
+            self._reap_orphans()
             return self._verify(cid)
 
     def _verify(self, cid: str):
@@ -567,6 +574,7 @@ class Engine:
 
     def evaluate_candidate(self, cid: str, seeds: list[int] | None = None, echo: bool = False):
         with EngineLock(self.paths.root, task=f"poise eval {cid}"):
+            self._reap_orphans()
             return self._evaluate(cid, seeds, echo)
 
     def _evaluate(self, cid: str, seeds: list[int] | None, echo: bool):

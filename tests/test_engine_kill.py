@@ -150,3 +150,28 @@ def test_engine_start_reaps_jobs_left_by_a_killed_engine(tmp_path_factory, tmp_p
         for p in (users_shell, bystander):
             p.kill()
             p.wait()
+
+
+def test_poise_eval_reaps_the_jobs_of_a_killed_poise_eval(tmp_path_factory, tmp_path: Path) -> None:
+    """`poise eval` holds the run's lock like the engine; killed with -9, it leaves its job running in the
+    job dir the next `poise eval` of that candidate reuses, so that one reaps it first."""
+    from core import sandbox
+    from core.config import LimitsConfig
+    from core.engine import Engine
+
+    run = copy_run(_base_run(tmp_path_factory), tmp_path / "run", None, budget=1)
+    job_dir = run / "jobs" / "seed" / "1"
+    orphan = sandbox.spawn("tests.adversarial.exit_job", ["sleep"], job_dir=job_dir, project_root=ROOT,
+                           limits=LimitsConfig(timeout_s=60, memory_mb=3072, cpu_s=120, file_mb=16, nproc=256))
+    try:
+        deadline = time.monotonic() + 30
+        while "sleeping" not in (job_dir / "stdout.log").read_text() and time.monotonic() < deadline:
+            time.sleep(0.05)  # until the job has started (it prints, then sleeps)
+        assert job_processes(run) == [orphan.pid]
+        seed = Engine(run).evaluate_candidate("seed", seeds=[0])  # seed 0 is scored already: no new job
+        assert seed.results["0"]["outcome"] == "evaluated"
+        assert orphan.popen.wait(timeout=10) == -signal.SIGKILL
+        assert not job_processes(run)
+    finally:
+        orphan.kill_group(grace_s=1)
+        orphan.close()
