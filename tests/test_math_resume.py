@@ -225,3 +225,51 @@ def test_a_checkpoint_that_does_not_fit_is_skipped_and_training_goes_on(tiny, tm
     assert "No space left on device" in capfd.readouterr().err
     assert [p.name for p in root.iterdir()] == ["checkpoint-1"], "no partial write is left, the last one stays"
     assert ckpt.latest_checkpoint(tmp_path) == root / "checkpoint-1"
+
+
+def test_a_kill_9_of_poise_eval_mid_training_resumes_from_the_checkpoint(tiny, tmp_path):
+    """The user's path: `poise eval` of a math run is killed with -9 while its job trains. The job lives on
+    as an orphan; the next `poise eval` reaps it, keeps its checkpoint (same spec) and resumes from it."""
+    import importlib.util
+    import os
+    import signal
+    import subprocess
+    import time
+
+    from engine_support import PY, ROOT, env, poise
+    from test_engine_kill import job_processes
+
+    from core.archive import Archive
+    from core.config import load_config, save_config
+
+    cache, run = tmp_path / "cache", tmp_path / "run"
+    poise(["init", "--recipe", "math", run], cache)
+    cfg = load_config(run / "run.toml")
+    cfg.seeds, cfg.limits.timeout_s, cfg.early_kill.zero_reward_steps = [0], 900.0, 0
+    for key, value in resumable_spec(tiny, tmp_path, max_steps=100).recipe_config.items():
+        setattr(cfg.math, key, value)
+    cfg.math.benchmarks = ["math500", "minerva"]
+    cfg.math.use_vllm = importlib.util.find_spec("vllm") is not None
+    save_config(cfg, run / "run.toml")
+    root = run / "jobs" / "seed" / "0" / CHECKPOINT_DIR
+
+    def saved_steps() -> list[int]:
+        return sorted(int(p.name.split("-")[1]) for p in root.glob("checkpoint-*")
+                      if (p / ckpt.TRAINER_STATE).is_file() and not p.name.endswith(ckpt.PARTIAL))
+
+    first = subprocess.Popen([PY, "-m", "core.cli", "eval", str(run), "seed"], cwd=ROOT, env=env(cache),
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 600
+    while not saved_steps() and first.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.1)  # until the job has saved a checkpoint
+    assert first.poll() is None, "poise eval ended before its job saved a checkpoint"
+    os.kill(first.pid, signal.SIGKILL)  # poise eval only: its job lives on
+    first.wait()
+    seen = max(saved_steps())
+    poise(["eval", run, "seed"], cache, timeout=900)
+    result = Archive.open(run, readonly=True).get("seed").results["0"]
+    assert result["outcome"] == "evaluated", result
+    assert result["extra"]["resumed_from_step"] >= seen
+    steps = [json.loads(line)["step"] for line in (root.parent / "metrics.jsonl").read_text().splitlines()]
+    assert steps == list(range(1, 101))
+    assert not job_processes(run) and not root.exists()
