@@ -2,7 +2,8 @@
 
 Each (candidate, seed) is one sandboxed job (core.jobs). Seeds that already have a result
 are skipped, so an evaluation interrupted by a crash resumes where it stopped; the job
-directory of an unfinished seed is wiped and the seed is run again from scratch.
+directory of an unfinished seed is wiped and the seed is run again, from scratch, or for
+recipe math from the checkpoint that same job left (core/recipes/math/checkpoint.py).
 """
 
 from __future__ import annotations
