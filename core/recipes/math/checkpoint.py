@@ -159,7 +159,8 @@ def split_tensors(obj: Any, prefix: str = "") -> tuple[dict[str, Any], Any]:
     import torch
 
     if isinstance(obj, torch.Tensor):
-        return {prefix: obj.detach().cpu()}, {TENSOR: prefix}
+        # Left on its device: write_shards copies one tensor at a time to the host, not AdamW's 12 GB at once.
+        return {prefix: obj.detach()}, {TENSOR: prefix}
     if isinstance(obj, dict):
         tensors, out = {}, {}
         for key, value in obj.items():
