@@ -43,20 +43,19 @@ class DiskWatch:
 
     def __init__(self, job_dir: Path, disk_mb: int) -> None:
         self.job_dir = Path(job_dir)
-        self.limit = int(disk_mb) << 20
         self.disk_mb = int(disk_mb)
         self.fired = ""
         self._next = 0.0
 
     def exceeded(self) -> str:
-        if self.limit <= 0 or self.fired:
+        if self.disk_mb <= 0 or self.fired:
             return self.fired
         now = time.monotonic()
         if now < self._next:
             return ""
         self._next = now + DISK_POLL_S
         used = disk_bytes(self.job_dir)
-        if used > self.limit:
+        if used > self.disk_mb << 20:
             self.fired = (f"wrote {used >> 20} MiB under its job dir, over [limits] disk_mb = {self.disk_mb} "
                           "(what it wrote was deleted)")
         return self.fired

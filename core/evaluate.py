@@ -17,7 +17,7 @@ from typing import Any
 
 from core.config import RunConfig
 from core.engine import fault_point
-from core.jobspec import CHECKPOINT_DIR, JobResult, JobSpec
+from core.jobspec import CHECKPOINT_DIR, JobResult, JobSpec, remove_path
 from core.rundir import RunPaths, default_cache_dir
 
 # Worst outcome first: a candidate's status is the worst outcome over its seeds.
@@ -99,13 +99,6 @@ def same_job(job_dir: Path, spec: JobSpec) -> bool:
         return asdict(JobSpec.load(job_dir / "spec.json")) == asdict(spec)
     except Exception:  # noqa: BLE001 - missing, torn or foreign: not the same job
         return False
-
-
-def remove_path(path: Path) -> None:
-    if path.is_dir() and not path.is_symlink():
-        shutil.rmtree(path)
-    else:
-        path.unlink(missing_ok=True)
 
 
 def sweep_checkpoints(jobs_dir: Path, resumable: set[tuple[str, str]]) -> int:

@@ -158,3 +158,13 @@ def read_metrics(path: Path) -> list[dict[str, Any]]:
     except FileNotFoundError:
         pass
     return rows
+
+
+def remove_path(path: Path) -> None:
+    """Delete a file, a link or a whole directory (a link to a directory is removed, never followed)."""
+    import shutil
+
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)

@@ -10,7 +10,8 @@ writes (`[limits] file_mb`), and the Trainer writes the optimizer state of a 1.5
 torch.save file; and loading a pickle would run code. So a checkpoint is:
 
     checkpoints/checkpoint-N/weights/   model tensors, safetensors shards (core.recipes.policy)
-                            tensors/   the optimizer's tensors and torch's RNG states, same format
+                            optimizer/ the optimizer's tensors, same format
+                            rng/       torch's RNG states (CPU, CUDA), same format
                             state.json the optimizer's other state, the scheduler, Python's and NumPy's
                                        RNG states, the tensors' shapes, and the library versions
                             trainer_state.json  the Trainer's, written last
@@ -30,7 +31,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from core.jobspec import CHECKPOINT_DIR
+from core.jobspec import CHECKPOINT_DIR, remove_path
 from core.recipes.policy import load_weights, read_shards, unique_tensors, write_shards
 
 STATE_FILE = "state.json"
@@ -66,7 +67,7 @@ def latest_checkpoint(job_dir: str | Path) -> Path | None:
     best = usable[-1] if usable else None
     for entry in root.iterdir():
         if entry != best:
-            _remove(entry)
+            remove_path(entry)
     return best
 
 
@@ -80,17 +81,10 @@ def _complete(path: Path) -> bool:
         return False
     try:
         trainer_state = json.loads((path / TRAINER_STATE).read_text())
-        state = json.loads((path / STATE_FILE).read_text())
+        state = _state(path)
     except (OSError, ValueError):
         return False
     return trainer_state.get("global_step") == _step(path) and state.get("versions") == versions()
-
-
-def _remove(path: Path) -> None:
-    if path.is_dir() and not path.is_symlink():
-        shutil.rmtree(path, ignore_errors=True)
-    else:
-        path.unlink(missing_ok=True)
 
 
 def logged_steps(checkpoint: Path) -> list[dict[str, Any]]:
@@ -121,14 +115,14 @@ def save_checkpoint(trainer: Any, final: Path, disk_usage: Any = shutil.disk_usa
     try:
         _write(trainer, tmp, weights, opt_tensors, opt_rest)
     except OSError as exc:
-        _remove(tmp)
+        remove_path(tmp)
         _skipped(final, f"writing it failed: {exc}")
         return False
-    _remove(final)
+    remove_path(final)
     tmp.rename(final)
     for entry in final.parent.iterdir():
         if entry != final:
-            _remove(entry)
+            remove_path(entry)
     return True
 
 
@@ -137,16 +131,16 @@ def _skipped(final: Path, why: str) -> None:
 
 
 def _write(trainer: Any, tmp: Path, weights: dict[str, Any], opt_tensors: dict[str, Any], opt_rest: Any) -> None:
-    _remove(tmp)
+    remove_path(tmp)
     tmp.mkdir(parents=True)
     write_shards(weights, tmp / "weights")
     rng_tensors, rng_rest = rng_state()
-    write_shards({**{f"opt/{k}": v for k, v in opt_tensors.items()},
-                  **{f"rng/{k}": v for k, v in rng_tensors.items()}}, tmp / "tensors")
+    write_shards(opt_tensors, tmp / "optimizer")
+    write_shards(rng_tensors, tmp / "rng")
+    shapes = {part: {k: list(v.shape) for k, v in tensors.items()}
+              for part, tensors in (("optimizer", opt_tensors), ("rng", rng_tensors))}
     state = {"optimizer": opt_rest, "scheduler": trainer.lr_scheduler.state_dict(), "rng": rng_rest,
-             "shapes": {f"opt/{k}": list(v.shape) for k, v in opt_tensors.items()}
-             | {f"rng/{k}": list(v.shape) for k, v in rng_tensors.items()},
-             "versions": versions()}
+             "shapes": shapes, "versions": versions()}
     (tmp / STATE_FILE).write_text(json.dumps(state))
     trainer.state.save_to_json(str(tmp / TRAINER_STATE))  # last: its presence marks a complete write
 
@@ -204,9 +198,13 @@ def rng_state() -> tuple[dict[str, Any], dict[str, Any]]:
 
 # ---- loading -------------------------------------------------------------------------------------------
 
-def _tensors(checkpoint: Path) -> dict[str, Any]:
-    shapes = json.loads((checkpoint / STATE_FILE).read_text())["shapes"]
-    return read_shards(checkpoint / "tensors", shapes)
+def _state(checkpoint: Path) -> dict[str, Any]:
+    return json.loads((checkpoint / STATE_FILE).read_text())
+
+
+def _tensors(checkpoint: Path, state: dict[str, Any], part: str) -> dict[str, Any]:
+    """The tensors of one part ("optimizer" or "rng"), as their shapes in state.json say."""
+    return read_shards(checkpoint / part, state["shapes"][part])
 
 
 def load_model_weights(model: Any, checkpoint: Path) -> None:
@@ -218,9 +216,8 @@ def load_model_weights(model: Any, checkpoint: Path) -> None:
 
 def load_optimizer_and_scheduler(trainer: Any, checkpoint: Path) -> None:
     try:
-        state = json.loads((checkpoint / STATE_FILE).read_text())
-        tensors = {k.removeprefix("opt/"): v for k, v in _tensors(checkpoint).items() if k.startswith("opt/")}
-        trainer.optimizer.load_state_dict(join_tensors(tensors, state["optimizer"]))
+        state = _state(checkpoint)
+        trainer.optimizer.load_state_dict(join_tensors(_tensors(checkpoint, state, "optimizer"), state["optimizer"]))
         trainer.lr_scheduler.load_state_dict(state["scheduler"])
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise CheckpointError(f"{checkpoint}: the optimizer state does not load: {exc}") from exc
@@ -231,8 +228,8 @@ def load_rng_state(checkpoint: Path) -> None:
     import torch
 
     try:
-        rest = json.loads((checkpoint / STATE_FILE).read_text())["rng"]
-        tensors = {k.removeprefix("rng/"): v for k, v in _tensors(checkpoint).items() if k.startswith("rng/")}
+        state = _state(checkpoint)
+        rest, tensors = state["rng"], _tensors(checkpoint, state, "rng")
         version, keys, gauss = rest["python"]
         random.setstate((version, tuple(keys), gauss))
         kind, mt, pos, has_gauss, cached = rest["numpy"]
