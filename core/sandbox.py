@@ -30,9 +30,14 @@ What is isolated, and by what:
   forked child of a threaded parent. RLIMIT_NPROC is not enforced for root.
 * **Disk** (core/diskcap.py): not a kernel limit. The supervisor measures the job
   dir twice a second and stops a job that wrote more than `disk_mb` in all.
-* **Network namespace**: when the job runs as root on Linux, the bootstrap
-  calls `os.unshare(CLONE_NEWNET)` (a namespace with no interfaces); where
-  that fails it silently relies on the guard alone.
+* **Network namespace** (core/netns.py): the bootstrap moves the job into a
+  network namespace of its own with only a loopback, as root directly and as any
+  other user through a user namespace that maps the user to itself (its
+  capabilities are dropped at once). Nothing the job sends, UDP and C-level
+  sockets included, reaches another host or a service on the host's 127.0.0.1;
+  torch.distributed still talks to itself. Where the kernel refuses user
+  namespaces, the job shares the host's network and the guard's socket ban holds
+  alone; sandbox.txt says which. POISE_NETNS=0 turns it off.
 * **Landlock** (core/landlock.py, Linux >= 5.13, no root needed): applied by the
   bootstrap before the pre-imports, for the job and every child it starts,
   enforced by the kernel whatever the code (C extensions and ctypes included):
@@ -66,7 +71,7 @@ still refuses); so can a candidate that hands a builtin (say, a bound method of 
 object it found) to trusted code as a callback, because no candidate frame is on
 the stack when that runs. The static check refuses the obvious routes to such
 objects, not all routes. Reads are not restricted: a candidate can read any file
-the user can. Without root there is no network namespace, and a non-root
+the user can (but, in the namespace, not send them anywhere). A non-root
 RLIMIT_NPROC counts all of the user's processes. For hostile code use a
 container or VM; this sandbox is for LLM-written code that is buggy or careless,
 not for a targeted attacker.
@@ -86,6 +91,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from core import netns
 from core.errors import SandboxError
 
 # Modules imported before the guard: trusted, heavy, and some of them use ctypes at import.
@@ -98,9 +104,9 @@ ENV_ALLOW = ("PATH", "LANG", "LC_ALL", "LD_LIBRARY_PATH", "CUDA_HOME", "CUDA_PAT
 ENV_PREFIX_ALLOW = ("POISE_", "CUDA_VISIBLE_", "NVIDIA_VISIBLE_", "NVIDIA_DRIVER_", "NCCL_")
 THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
 KILL_GRACE_S = 3.0
-_CLONE_NEWNET = 0x40000000  # from <sched.h>
-CONFINEMENT_FILE = "sandbox.txt"  # in the job dir: what Landlock enforces for this job
+CONFINEMENT_FILE = "sandbox.txt"  # in the job dir: what Landlock and the network namespace enforce for this job
 LANDLOCK_SWITCH = "POISE_LANDLOCK"  # "0": no kernel confinement (the audit hook still guards)
+NETNS_SWITCH = "POISE_NETNS"  # "0": the job shares the host's network (the audit hook still bans sockets)
 
 # The -c program: limits first (core/rlimits.py is standard library only), then the real bootstrap.
 BOOTSTRAP = (
@@ -228,6 +234,7 @@ def spawn(
         "preimport": list(preimport),
         "guard": guard,
         "landlock": {"deny_tcp": not allow_tcp} if guard and landlock_enabled() else None,
+        "netns": guard and network_isolation_enabled(),
         "module": module,
     }
     argv = [sys.executable, "-I", "-B", "-c", BOOTSTRAP, json.dumps(cfg), *map(str, args)]
@@ -239,6 +246,10 @@ def spawn(
 
 def landlock_enabled() -> bool:
     return os.environ.get(LANDLOCK_SWITCH, "1") != "0"
+
+
+def network_isolation_enabled() -> bool:
+    return os.environ.get(NETNS_SWITCH, "1") != "0"
 
 
 def _make_dirs(dirs: list[str]) -> None:
@@ -360,14 +371,15 @@ atexit.register(_kill_live_groups)
 # --- inside the sandboxed process ----------------------------------------------
 
 def _bootstrap_main(cfg: dict[str, Any], argv: list[str]) -> None:
-    """Runs in the child after the rlimits: network namespace, pre-imports, guard, then the job module."""
+    """Runs in the child after the rlimits: network namespace and Landlock (both need a single thread), pre-imports,
+    guard, then the job module."""
     import importlib
     import runpy
     import warnings
 
-    _try_unshare_network()
-    if cfg.get("landlock"):
-        _confine(cfg["allowed_write_dirs"] + cfg["trusted_write_dirs"], **cfg["landlock"])
+    network = netns.isolate() if cfg.get("netns") else "network: shared with the host (turned off)"
+    if cfg["guard"]:
+        _confine(cfg["allowed_write_dirs"] + cfg["trusted_write_dirs"], network, cfg.get("landlock"))
     for name in cfg["preimport"]:
         importlib.import_module(name)
     if cfg["guard"]:
@@ -381,54 +393,24 @@ def _bootstrap_main(cfg: dict[str, Any], argv: list[str]) -> None:
         runpy.run_module(cfg["module"], run_name="__main__", alter_sys=True)
 
 
-def _try_unshare_network() -> None:
-    """A network namespace with no interfaces; best effort (root on Linux only), the guard covers the rest."""
-    if sys.platform != "linux" or os.geteuid() != 0:
-        return
-    try:
-        if hasattr(os, "unshare"):  # Python >= 3.12
-            os.unshare(os.CLONE_NEWNET)
-        else:  # 3.11: libc through ctypes; this runs before the guard, so ctypes is still allowed
-            import ctypes
-
-            if ctypes.CDLL(None, use_errno=True).unshare(_CLONE_NEWNET) != 0:
-                return  # not permitted (container without CAP_SYS_ADMIN): the audit hook still denies sockets
-    except (OSError, AttributeError):
-        return
-    _loopback_up()
-
-
-def _confine(write_dirs: list[str], deny_tcp: bool) -> None:
+def _confine(write_dirs: list[str], network: str, landlock: dict[str, Any] | None) -> None:
     """Landlock before any import that could start a thread (it binds only this thread and its future ones).
     The job dir's sandbox.txt says what the kernel enforces for this job, or why it enforces nothing (not
     stderr.log: its last line is a crash's reason)."""
-    from core import landlock
+    from core import landlock as kernel
 
-    try:
-        applied = landlock.restrict(write_dirs, deny_tcp=deny_tcp)
-    except OSError as exc:
-        applied = f"Landlock not applied ({exc}); the audit hook still guards"
-    text = applied or "no Landlock in this kernel; the audit hook still guards"
+    if landlock is None:
+        applied = "Landlock turned off; the audit hook still guards"
+    else:
+        try:
+            applied = kernel.restrict(write_dirs, **landlock) or "no Landlock in this kernel; the audit hook still guards"
+        except OSError as exc:
+            applied = f"Landlock not applied ({exc}); the audit hook still guards"
     try:
         with open(os.path.join(write_dirs[0], CONFINEMENT_FILE), "w") as fh:
-            fh.write(text + "\n")
+            fh.write(f"{applied}\n{network}\n")
     except OSError:
         pass  # a report only
-
-
-def _loopback_up() -> None:
-    """A new namespace starts with `lo` down; trusted code (torch.distributed on the GPU) needs 127.0.0.1."""
-    import fcntl
-    import socket
-    import struct
-
-    siocgifflags, siocsifflags, iff_up = 0x8913, 0x8914, 0x1
-    try:
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-            flags = struct.unpack("16sh22x", fcntl.ioctl(sock, siocgifflags, struct.pack("16sh22x", b"lo", 0)))[1]
-            fcntl.ioctl(sock, siocsifflags, struct.pack("16sh22x", b"lo", flags | iff_up))
-    except OSError:
-        pass  # loopback stays down: only local IPC over TCP is affected
 
 
 # --- the in-process guard ------------------------------------------------------

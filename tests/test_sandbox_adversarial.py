@@ -12,17 +12,18 @@ from __future__ import annotations
 
 import shutil
 import signal
+import socket
 import subprocess
 import time
 from pathlib import Path
 
 import pytest
 
-from core import landlock, zygote
+from core import landlock, netns, zygote
 from core.config import EarlyKillConfig, LimitsConfig
 from core.jobs import JobHandle, run_probe, start_job
 from core.jobspec import JobResult, JobSpec
-from core.sandbox import CONFINEMENT_FILE, KILL_GRACE_S, LANDLOCK_SWITCH, VIOLATIONS_FILE
+from core.sandbox import CONFINEMENT_FILE, KILL_GRACE_S, LANDLOCK_SWITCH, NETNS_SWITCH, VIOLATIONS_FILE
 
 ROOT = Path(__file__).resolve().parent.parent
 ADV = ROOT / "tests" / "adversarial"
@@ -255,6 +256,40 @@ def test_without_landlock_torch_save_writes_outside_so_the_attack_is_real(tmp_pa
     _, target, result = run_torch_save(tmp_path)
     assert result.outcome == "crashed" and "torch.save outside: written" in result.reason
     assert target.exists()
+
+
+# --- UDP from a thread that passes the hook: Landlock allows it, only the network namespace stops it ----------
+
+def run_udp_exfiltration(tmp_path: Path) -> tuple[Arena, JobResult, bool]:
+    """The job's result, and whether the test's UDP listener on the host's 127.0.0.1 got the datagram."""
+    arena = Arena(tmp_path, "udp_exfiltrate.py")
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as listener:
+        listener.bind(("127.0.0.1", 0))
+        result = arena.run_recipe_job(POISE_TEST_UDP_PORT=str(listener.getsockname()[1]))
+        listener.settimeout(0.5)
+        try:
+            heard = bool(listener.recv(65536))
+        except TimeoutError:
+            heard = False
+    arena.assert_nothing_outside_changed()
+    return arena, result, heard
+
+
+def test_a_datagram_from_a_thread_that_passes_the_hook_never_leaves_the_job(tmp_path: Path) -> None:
+    arena, result, heard = run_udp_exfiltration(tmp_path)
+    confinement = (arena.job / CONFINEMENT_FILE).read_text()
+    if netns.ISOLATED not in confinement:
+        pytest.skip(f"this kernel refuses network isolation: {confinement}")
+    assert result.outcome == "crashed" and "datagram sent" in result.reason and "socket made: True" in result.reason
+    assert not heard
+
+
+def test_without_the_namespace_the_same_datagram_gets_out_so_the_attack_is_real(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setenv(NETNS_SWITCH, "0")
+    arena, result, heard = run_udp_exfiltration(tmp_path)
+    assert result.outcome == "crashed" and "socket made: True" in result.reason
+    assert heard
+    assert "network: shared with the host (turned off)" in (arena.job / CONFINEMENT_FILE).read_text()
 
 
 def test_filling_the_disk_is_stopped_as_a_crash_and_what_it_wrote_is_deleted(tmp_path: Path) -> None:
