@@ -5,11 +5,15 @@ anywhere beneath its job dir, so a candidate that writes files in a loop would f
 shares (the archive, the engine's logs, every later job). There is no per-directory quota without root, so
 the supervisor measures the job dir's allocated blocks twice a second, stops the job when it is over, and
 deletes what it wrote. Between two measurements a job writing at ~1 GB/s overshoots by ~0.5 GB.
+
+Every file, directory and link counts at least one 4 KiB block, even when empty: otherwise a loop making empty
+files would cost nothing while it used up the file system's inodes (4096 MiB then allows ~1M entries).
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 import time
 from pathlib import Path
 
@@ -17,10 +21,16 @@ DISK_POLL_S = 0.5
 KEEP_BYTES = 1 << 20  # files up to this size are reports (spec, result, metrics, sandbox.txt) and stay
 LOG_TAIL_BYTES = 64 << 10
 LOGS = ("stdout.log", "stderr.log")
+ENTRY_MIN_BYTES = 4096
+# What trusted code writes at the top of a job dir, kept even among junk.
+REPORTS = frozenset({"spec.json", "result.json", "metrics.jsonl", "probe.json", "eval_progress.json", "sandbox.txt",
+                     "sandbox_violations.log", *LOGS})
+MAX_KEPT_FILES = 64  # more small files than this at the top of a stopped job dir are junk, not reports
 
 
 def disk_bytes(root: Path) -> int:
-    """Bytes the files under root occupy on disk: allocated blocks, so a sparse file counts what it uses."""
+    """Bytes the entries under root occupy on disk: allocated blocks, so a sparse file counts what it uses, and
+    at least ENTRY_MIN_BYTES an entry, so a million empty files count 4 GiB, not 0."""
     total, stack = 0, [str(root)]
     while stack:
         try:
@@ -29,8 +39,7 @@ def disk_bytes(root: Path) -> int:
                     try:
                         if entry.is_dir(follow_symlinks=False):
                             stack.append(entry.path)
-                        else:
-                            total += entry.stat(follow_symlinks=False).st_blocks * 512
+                        total += max(entry.stat(follow_symlinks=False).st_blocks * 512, ENTRY_MIN_BYTES)
                     except OSError:
                         continue  # deleted meanwhile
         except OSError:
@@ -62,20 +71,45 @@ class DiskWatch:
 
 
 def reclaim(job_dir: Path) -> None:
-    """After a job was stopped for its disk use (its processes are dead): delete every file over KEEP_BYTES
-    and cut the logs to their last LOG_TAIL_BYTES, which hold the traceback."""
-    for path in sorted(Path(job_dir).rglob("*"), reverse=True):
+    """After a job was stopped for its disk use (its processes are dead): delete every subdirectory, every
+    file over KEEP_BYTES, and, when the top holds more than MAX_KEPT_FILES small files, all of them but the
+    reports; cut the logs to their last LOG_TAIL_BYTES, which hold the traceback."""
+    job_dir = Path(job_dir)
+    try:
+        entries = list(os.scandir(job_dir))
+    except OSError:
+        return
+    small = []
+    for entry in entries:
         try:
-            if path.is_symlink() or not path.is_file():
-                continue
-            size = path.stat().st_size
-            if path.parent == Path(job_dir) and path.name in LOGS:
+            if entry.is_dir(follow_symlinks=False):
+                shutil.rmtree(entry.path, ignore_errors=True)
+            elif entry.name in LOGS:
+                size = entry.stat(follow_symlinks=False).st_size
                 if size > LOG_TAIL_BYTES:
-                    _keep_tail(path, size)
-            elif size > KEEP_BYTES or path.stat().st_blocks * 512 > KEEP_BYTES:
-                path.unlink()
+                    _keep_tail(Path(entry.path), size)
+            elif _occupied(entry) > KEEP_BYTES:
+                os.unlink(entry.path)
+            else:
+                small.append(entry)
         except OSError:
             continue
+    if len(small) > MAX_KEPT_FILES:
+        for entry in small:
+            if entry.name not in REPORTS:
+                _unlink_quietly(entry.path)
+
+
+def _occupied(entry: os.DirEntry) -> int:
+    st = entry.stat(follow_symlinks=False)
+    return max(st.st_size, st.st_blocks * 512)
+
+
+def _unlink_quietly(path: str) -> None:
+    try:
+        os.unlink(path)
+    except OSError:
+        pass
 
 
 def _keep_tail(path: Path, size: int) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from core.diskcap import KEEP_BYTES, LOG_TAIL_BYTES, DiskWatch, disk_bytes, reclaim
+from core.diskcap import ENTRY_MIN_BYTES, KEEP_BYTES, LOG_TAIL_BYTES, MAX_KEPT_FILES, DiskWatch, disk_bytes, reclaim
 
 
 def test_disk_use_counts_allocated_blocks_so_a_sparse_file_costs_nothing(tmp_path: Path) -> None:
@@ -39,3 +39,29 @@ def test_reclaim_deletes_what_was_written_and_keeps_reports_and_the_logs_tails(t
     log = (tmp_path / "stderr.log").read_bytes()
     assert log.endswith(b"Traceback: the last words\n") and len(log) < LOG_TAIL_BYTES + 100
     assert not (tmp_path / "junk.bin").exists() and not (tmp_path / "deep" / "er" / "junk.bin").exists()
+
+
+def test_every_entry_costs_a_block_so_empty_files_cannot_exhaust_inodes_for_free(tmp_path: Path) -> None:
+    for i in range(500):
+        (tmp_path / f"e{i}").touch()
+    (tmp_path / "d" / "e").mkdir(parents=True)
+    assert disk_bytes(tmp_path) == 502 * ENTRY_MIN_BYTES  # 500 empty files and 2 directories (tmpfs or not)
+    assert DiskWatch(tmp_path, 1).exceeded().startswith("wrote 1 MiB")  # 502 x 4 KiB > 1 MiB
+
+
+def test_reclaim_removes_many_small_files_and_every_subdirectory_but_keeps_the_reports(tmp_path: Path) -> None:
+    (tmp_path / "spec.json").write_text("{}")
+    (tmp_path / "stdout.log").write_text("started\n")
+    (tmp_path / "tmp" / "nest").mkdir(parents=True)
+    (tmp_path / "tmp" / "nest" / "small.txt").write_text("x")
+    for i in range(MAX_KEPT_FILES + 1):
+        (tmp_path / f"junk-{i}").touch()
+    reclaim(tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["spec.json", "stdout.log"]
+
+
+def test_reclaim_keeps_a_few_small_files_beside_the_reports(tmp_path: Path) -> None:
+    for i in range(MAX_KEPT_FILES):
+        (tmp_path / f"note-{i}").write_text("small")
+    reclaim(tmp_path)
+    assert len(list(tmp_path.iterdir())) == MAX_KEPT_FILES

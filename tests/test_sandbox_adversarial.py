@@ -306,6 +306,18 @@ def test_filling_the_disk_is_stopped_as_a_crash_and_what_it_wrote_is_deleted(tmp
     arena.assert_nothing_outside_changed()
 
 
+def test_empty_files_without_end_are_stopped_too_and_removed(tmp_path: Path) -> None:
+    """Each empty file or directory counts one 4 KiB block: 8 MiB allows ~2,000 of them, not millions."""
+    arena = Arena(tmp_path, "fill_inodes.py")
+    result = arena.start_bandit(LimitsConfig(timeout_s=120, memory_mb=3072, cpu_s=300, disk_mb=8)).wait()
+    assert result.outcome == "crashed" and "over [limits] disk_mb = 8" in result.reason, result
+    assert "started making empty files" in (arena.job / "stdout.log").read_text()
+    left = [p.name for p in arena.job.rglob("*")]
+    assert not any(name.startswith("empty-") for name in left) and "nest" not in left, "its entries are deleted"
+    assert len(left) < 20 and {"spec.json", "stdout.log", "stderr.log"} <= set(left)
+    arena.assert_nothing_outside_changed()
+
+
 def test_a_probe_that_fills_the_disk_is_stopped_too(tmp_path: Path) -> None:
     from core.diskcap import disk_bytes
 
