@@ -66,7 +66,7 @@ run() {
     build_tiny_model /tmp/poise_tiny_qwen2 2>&1 | tail -2
     export POISE_GPU_MODEL=/tmp/poise_tiny_qwen2
     local args=(-q -p no:cacheprovider)
-    "${PY}" -m pytest "${args[@]}" -m gpu tests/test_accelsim.py tests/test_math_recipe_adapter.py 2>&1 | tee "$out/gpu_tests.log"
+    "${PY}" -m pytest "${args[@]}" -m gpu tests/test_accelsim.py tests/test_math_recipe_adapter.py tests/test_math_resume.py 2>&1 | tee "$out/gpu_tests.log"
     "${PY}" -m pytest "${args[@]}" -m "not gpu" tests/test_math_recipe_adapter.py tests/test_math_resume.py 2>&1 | tee "$out/adapter_tests.log"
     "${PY}" bench/bench_math_gpu.py --steps 4 --prompts 16 --group 8 --max-tokens 64 --no-vllm 2>&1 | tee "$out/bench_math_gpu.log"
 }

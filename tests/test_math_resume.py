@@ -134,6 +134,48 @@ def test_an_optimizer_state_survives_the_json_and_shards_split(tmp_path):
         read_shards(tmp_path / "t", {k: [*v.shape, 1] for k, v in tensors.items()})
 
 
+def optimizer_round_trip(tmp_path: Path, device: str) -> tuple[torch.optim.Optimizer, torch.optim.Optimizer, list]:
+    """An AdamW state on `device` through write_shards and read_shards with the resume's `place`; the original,
+    the reloaded optimizer, and the shapes `place` was given (in the order read)."""
+    from core.recipes.policy import read_shards, write_shards
+
+    model = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.Linear(4, 2)).to(device)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    model(torch.randn(5, 3, device=device)).pow(2).sum().backward()
+    opt.step()
+    tensors, tree = ckpt.split_tensors(opt.state_dict())
+    write_shards({k: v.cpu() for k, v in tensors.items()}, tmp_path / "t", budget=64)
+    placed = []
+    to_params = ckpt.onto(ckpt.parameters_device(model))
+
+    def recording_place(tensor):
+        placed.append(list(tensor.shape))
+        return to_params(tensor)
+
+    back = read_shards(tmp_path / "t", {k: list(v.shape) for k, v in tensors.items()}, recording_place)
+    fresh = torch.optim.AdamW(model.parameters(), lr=5.0)
+    fresh.load_state_dict(ckpt.join_tensors(back, json.loads(json.dumps(tree))))
+    return opt, fresh, placed
+
+
+def test_a_resumed_optimizer_state_is_placed_tensor_by_tensor_and_its_steps_stay_on_the_cpu(tmp_path):
+    opt, fresh, placed = optimizer_round_trip(tmp_path, "cpu")
+    assert sorted(map(str, placed)) == sorted(str(list(t.shape)) for s in opt.state.values() for t in s.values())
+    for p, state in opt.state.items():
+        assert all(torch.equal(fresh.state[p][k], v) for k, v in state.items())
+        assert fresh.state[p]["step"].device.type == "cpu"
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_on_cuda_a_resumed_optimizer_state_is_on_the_gpu_and_training_goes_on(tmp_path):
+    opt, fresh, _ = optimizer_round_trip(tmp_path, "cuda")
+    for p, state in opt.state.items():
+        assert fresh.state[p]["exp_avg"].device == p.device and fresh.state[p]["step"].device.type == "cpu"
+        assert all(torch.equal(fresh.state[p][k].cpu(), v.cpu()) for k, v in state.items())
+    fresh.step()  # foreach AdamW refuses CUDA `step` tensors without capturable: this is what `onto` avoids
+
+
 def test_the_supervisor_keeps_checkpoints_only_for_the_same_job(tiny, tmp_path):
     from core.evaluate import fresh_job_dir
 

@@ -84,9 +84,12 @@ def write_shards(tensors: dict[str, Any], out: Path, budget: int | None = None) 
     save_file(shard, str(out / SHARD.format(index)))
 
 
-def read_shards(folder: Path, shapes: dict[str, list[int]]) -> dict[str, Any]:
+def read_shards(folder: Path, shapes: dict[str, list[int]], place: Any = None) -> dict[str, Any]:
     """The tensors write_shards stored in `folder`, exactly those named in `shapes` and of those shapes (a
-    split tensor is stored flat: `shapes` restores it). Raises ValueError on anything else."""
+    split tensor is stored flat: `shapes` restores it). Raises ValueError on anything else.
+
+    `place(tensor)`, when given, is applied to each tensor as soon as it is complete (say, a move to the GPU),
+    so the host holds one tensor at a time rather than all of them (AdamW's state of 1.5B is 12 GB)."""
     from safetensors import safe_open
 
     targets = {name: _Shape(shape) for name, shape in shapes.items()}
@@ -108,7 +111,7 @@ def read_shards(folder: Path, shapes: dict[str, list[int]]) -> dict[str, Any]:
                         continue
                 if list(value.shape) != list(shapes[name]):
                     raise ValueError(f"{name}: shape {list(value.shape)}, expected {list(shapes[name])}")
-                found[name] = value
+                found[name] = place(value) if place is not None else value
     missing = sorted(set(targets) - set(found))
     if missing or parts:
         raise ValueError(f"tensors missing or incomplete: {(missing + sorted(parts))[:5]}")

@@ -202,9 +202,20 @@ def _state(checkpoint: Path) -> dict[str, Any]:
     return json.loads((checkpoint / STATE_FILE).read_text())
 
 
-def _tensors(checkpoint: Path, state: dict[str, Any], part: str) -> dict[str, Any]:
+def _tensors(checkpoint: Path, state: dict[str, Any], part: str, place: Any = None) -> dict[str, Any]:
     """The tensors of one part ("optimizer" or "rng"), as their shapes in state.json say."""
-    return read_shards(checkpoint / part, state["shapes"][part])
+    return read_shards(checkpoint / part, state["shapes"][part], place)
+
+
+def onto(device: Any):  # -> a `place` for read_shards
+    """Moves each optimizer tensor to the parameters' device as it is read. Scalars (AdamW's `step`) stay
+    where they were saved: torch keeps `step` on the CPU unless the optimizer is fused or capturable, and
+    load_state_dict moves it itself when it must."""
+    return lambda tensor: tensor.to(device) if tensor.dim() else tensor
+
+
+def parameters_device(model: Any) -> Any:
+    return next(model.parameters()).device
 
 
 def load_model_weights(model: Any, checkpoint: Path) -> None:
@@ -217,7 +228,8 @@ def load_model_weights(model: Any, checkpoint: Path) -> None:
 def load_optimizer_and_scheduler(trainer: Any, checkpoint: Path) -> None:
     try:
         state = _state(checkpoint)
-        trainer.optimizer.load_state_dict(join_tensors(_tensors(checkpoint, state, "optimizer"), state["optimizer"]))
+        tensors = _tensors(checkpoint, state, "optimizer", onto(parameters_device(trainer.model)))
+        trainer.optimizer.load_state_dict(join_tensors(tensors, state["optimizer"]))
         trainer.lr_scheduler.load_state_dict(state["scheduler"])
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise CheckpointError(f"{checkpoint}: the optimizer state does not load: {exc}") from exc
