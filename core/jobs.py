@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import shutil
 import signal
 import threading
@@ -41,6 +42,7 @@ from core import sandbox
 from core.diskcap import DiskWatch, reclaim
 from core.errors import SandboxError
 from core.jobspec import CHECKPOINT_DIR, EVAL_PROGRESS, POLICY_DIR, JobResult, JobSpec, read_eval_progress
+from core.landlock import DEV_SHM
 from core.recipes.policy import policy_kept, remove_policy
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -389,10 +391,25 @@ def start_job(spec: JobSpec, limits: Any, early_kill: Any, project_root: str | P
     if not spec.early_kill:
         spec.early_kill = asdict(early_kill)  # the recipe can stop itself cleanly with the same thresholds
     spec_path = spec.save()
+    env = {**recipe_env(spec.recipe), **(extra_env or {})}
     start = partial(sandbox.spawn, args=[str(spec_path)], job_dir=job_dir, project_root=project_root, limits=limits,
-                    trusted_write_dirs=_trainer_dirs(spec), extra_env=extra_env)
+                    trusted_write_dirs=_trainer_dirs(spec), extra_env=env)
     proc = start(entry, allow_tcp=spec.recipe == "math")  # torch.distributed of TRL + colocated vLLM
     return JobHandle(spec, proc, limits, early_kill, _eval_phase(spec, entry, start))
+
+
+# vLLM's engine talks to its core process over ZMQ unix sockets named <VLLM_RPC_BASE_PATH>/[<what>-]<uuid4>, by
+# default in TMPDIR (the job's tmp/). The kernel takes at most 107 bytes for such a path, so a run dir of more
+# than ~40 characters (/home/alice/runs/qwen-math/jobs/c012/0/tmp/ already) could stop every scoring process
+# at its start. /dev/shm is short, and Landlock already lets a job create files there (CUDA and NCCL do).
+SHM = DEV_SHM
+
+
+def recipe_env(recipe: str) -> dict[str, str]:
+    """What a recipe's job needs in its environment besides the sandbox's own."""
+    if recipe == "math" and os.path.isdir(SHM):
+        return {"VLLM_RPC_BASE_PATH": SHM}
+    return {}
 
 
 def clear_attempt(job_dir: Path) -> None:
