@@ -407,9 +407,14 @@ SHM = DEV_SHM
 
 def recipe_env(recipe: str) -> dict[str, str]:
     """What a recipe's job needs in its environment besides the sandbox's own."""
-    if recipe == "math" and os.path.isdir(SHM):
-        return {"VLLM_RPC_BASE_PATH": SHM}
-    return {}
+    if recipe != "math":
+        return {}
+    # In the job's network namespace vLLM cannot find a host address (it asks the route to 8.8.8.8); its own
+    # processes only need to reach each other.
+    env = {"VLLM_HOST_IP": "127.0.0.1"}
+    if os.path.isdir(SHM):
+        env["VLLM_RPC_BASE_PATH"] = SHM
+    return env
 
 
 def clear_attempt(job_dir: Path) -> None:

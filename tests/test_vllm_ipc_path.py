@@ -32,6 +32,6 @@ def test_a_math_job_binds_vllm_sockets_under_a_short_base_where_its_tmp_is_too_l
     socket_file.unlink()
 
 
-def test_only_recipe_math_gets_the_setting() -> None:
-    assert recipe_env("math") == {"VLLM_RPC_BASE_PATH": DEV_SHM}
+def test_only_recipe_math_gets_the_settings() -> None:
+    assert recipe_env("math") == {"VLLM_RPC_BASE_PATH": DEV_SHM, "VLLM_HOST_IP": "127.0.0.1"}
     assert recipe_env("tiny") == {}
