@@ -11,7 +11,8 @@
 # problems (the CPU adapter tests' model; no model hub is reachable there), then runs:
 #   1. the `gpu`-marked tests: real CUDA as the oracle of the simulated accelerator, the math recipe's smoke
 #      run on CUDA (HF generation: vLLM's wheel is too large to carry);
-#   2. the math recipe's adapter tests, which now train on CUDA;
+#   2. the math recipe's adapter and resume tests, which now train on CUDA, and the network namespace and
+#      vLLM socket-path checks on that kernel;
 #   3. bench/bench_math_gpu.py on the tiny model.
 # Logs go to $OUT (the device tool brings them back). PY=... picks the interpreter (default python3).
 set -uo pipefail
@@ -67,7 +68,7 @@ run() {
     export POISE_GPU_MODEL=/tmp/poise_tiny_qwen2
     local args=(-q -p no:cacheprovider)
     "${PY}" -m pytest "${args[@]}" -m gpu tests/test_accelsim.py tests/test_math_recipe_adapter.py tests/test_math_resume.py 2>&1 | tee "$out/gpu_tests.log"
-    "${PY}" -m pytest "${args[@]}" -m "not gpu" tests/test_math_recipe_adapter.py tests/test_math_resume.py 2>&1 | tee "$out/adapter_tests.log"
+    "${PY}" -m pytest "${args[@]}" -m "not gpu" tests/test_math_recipe_adapter.py tests/test_math_resume.py tests/test_netns.py tests/test_vllm_ipc_path.py 2>&1 | tee "$out/adapter_tests.log"
     "${PY}" bench/bench_math_gpu.py --steps 4 --prompts 16 --group 8 --max-tokens 64 --no-vllm 2>&1 | tee "$out/bench_math_gpu.log"
 }
 
