@@ -28,9 +28,9 @@ REPORTS = frozenset({"spec.json", "result.json", "metrics.jsonl", "probe.json", 
 MAX_KEPT_FILES = 64  # more small files than this at the top of a stopped job dir are junk, not reports
 
 
-def disk_bytes(root: Path) -> int:
+def disk_bytes(root: Path, skip: str = "") -> int:
     """Bytes the entries under root occupy on disk: allocated blocks, so a sparse file counts what it uses, and
-    at least ENTRY_MIN_BYTES an entry, so a million empty files count 4 GiB, not 0."""
+    at least ENTRY_MIN_BYTES an entry, so a million empty files count 4 GiB, not 0. `skip`: a dir left out."""
     total, stack = 0, [str(root)]
     while stack:
         try:
@@ -38,6 +38,8 @@ def disk_bytes(root: Path) -> int:
                 for entry in entries:
                     try:
                         if entry.is_dir(follow_symlinks=False):
+                            if entry.path == skip:
+                                continue
                             stack.append(entry.path)
                         total += max(entry.stat(follow_symlinks=False).st_blocks * 512, ENTRY_MIN_BYTES)
                     except OSError:
@@ -48,13 +50,24 @@ def disk_bytes(root: Path) -> int:
 
 
 class DiskWatch:
-    """Measures one job dir at most every DISK_POLL_S; `exceeded()` says why the job must stop, once over."""
+    """Measures one job dir at most every DISK_POLL_S; `exceeded()` says why the job must stop, once over.
 
-    def __init__(self, job_dir: Path, disk_mb: int) -> None:
+    `worktrees` are dirs the job may also write (Landlock allows the candidate's worktree, where C-level
+    writes such as torch.save's escape the audit hook): what they grow by from this watch's creation counts
+    too, and `reclaim` deletes what was added to them. Create the watch before the job starts. The model
+    cache is not watched: jobs running side by side share it, so its growth cannot be charged to one."""
+
+    def __init__(self, job_dir: Path, disk_mb: int, worktrees: tuple[str | Path, ...] | list = ()) -> None:
         self.job_dir = Path(job_dir)
         self.disk_mb = int(disk_mb)
         self.fired = ""
         self._next = 0.0
+        self._skip = str(self.job_dir.resolve())  # a job dir inside a worktree (tests do that) counts once
+        self._worktrees = {Path(d).resolve(): (self._measure(d), entries(Path(d).resolve(), self._skip))
+                           for d in worktrees if self.disk_mb > 0}
+
+    def _measure(self, worktree: str | Path) -> int:
+        return disk_bytes(Path(worktree).resolve(), self._skip)
 
     def exceeded(self) -> str:
         if self.disk_mb <= 0 or self.fired:
@@ -63,11 +76,36 @@ class DiskWatch:
         if now < self._next:
             return ""
         self._next = now + DISK_POLL_S
-        used = disk_bytes(self.job_dir)
+        grown = sum(max(0, self._measure(d) - base) for d, (base, _) in self._worktrees.items())
+        used = disk_bytes(self.job_dir) + grown
         if used > self.disk_mb << 20:
-            self.fired = (f"wrote {used >> 20} MiB under its job dir, over [limits] disk_mb = {self.disk_mb} "
+            where = "its job dir" + (" and its worktree" if self._worktrees else "")
+            self.fired = (f"wrote {used >> 20} MiB under {where}, over [limits] disk_mb = {self.disk_mb} "
                           "(what it wrote was deleted)")
         return self.fired
+
+    def reclaim(self) -> None:
+        """After the job was stopped for its disk use: `reclaim` of the job dir, and every entry added to the
+        worktrees since the watch was made (a checkout holds nothing else that is new)."""
+        reclaim(self.job_dir)
+        for folder, (_, before) in self._worktrees.items():
+            for added in sorted(entries(folder, self._skip) - before, key=lambda p: p.count(os.sep), reverse=True):
+                path = folder / added
+                if path.is_dir() and not path.is_symlink():
+                    shutil.rmtree(path, ignore_errors=True)
+                else:
+                    path.unlink(missing_ok=True)
+
+
+def entries(root: Path, skip: str = "") -> set[str]:
+    """Every path under root, relative to it (a checkout: a few files), but none in the dir `skip`."""
+    found: set[str] = set()
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames[:] = [d for d in dirnames if os.path.join(dirpath, d) != skip]
+        rel = os.path.relpath(dirpath, root)
+        for name in dirnames + filenames:
+            found.add(name if rel == "." else os.path.join(rel, name))
+    return found
 
 
 def reclaim(job_dir: Path) -> None:

@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from core import sandbox
-from core.diskcap import DiskWatch, reclaim
+from core.diskcap import DiskWatch
 from core.errors import SandboxError
 from core.jobspec import CHECKPOINT_DIR, EVAL_PROGRESS, POLICY_DIR, JobResult, JobSpec, read_eval_progress
 from core.landlock import DEV_SHM
@@ -141,7 +141,8 @@ class JobHandle:
     """A running (or finished) job. Thread-safe: the monitor thread writes, any thread reads."""
 
     def __init__(self, spec: JobSpec, proc: sandbox.SandboxProcess, limits: Any, early_kill: Any,
-                 eval_phase: Callable[[], sandbox.SandboxProcess] | None = None) -> None:
+                 eval_phase: Callable[[], sandbox.SandboxProcess] | None = None,
+                 disk: DiskWatch | None = None) -> None:
         self.spec = spec
         self.job_dir = Path(spec.job_dir)
         self._proc = proc
@@ -149,7 +150,7 @@ class JobHandle:
         self._eval_phase = eval_phase  # starts the trusted scoring process once training ended cleanly
         self._scoring = False
         self._timeout_s = float(limits.timeout_s)
-        self._disk = DiskWatch(self.job_dir, sandbox.Limits.of(limits).disk_mb)
+        self._disk = disk or DiskWatch(self.job_dir, sandbox.Limits.of(limits).disk_mb)
         self._tail = MetricsTail(self.job_dir / "metrics.jsonl")
         self._rules = EarlyKill(early_kill)
         self._rows: list[dict[str, Any]] = []
@@ -240,7 +241,7 @@ class JobHandle:
             self._wake.wait(POLL_S)
         self._proc.close()
         if self._disk.fired:
-            reclaim(self.job_dir)
+            self._disk.reclaim()
         self._drain()
         return self._verdict(self._proc.popen.returncode)
 
@@ -392,10 +393,11 @@ def start_job(spec: JobSpec, limits: Any, early_kill: Any, project_root: str | P
         spec.early_kill = asdict(early_kill)  # the recipe can stop itself cleanly with the same thresholds
     spec_path = spec.save()
     env = {**recipe_env(spec.recipe), **(extra_env or {})}
+    disk = DiskWatch(job_dir, sandbox.Limits.of(limits).disk_mb, worktrees=[_worktree(spec)])  # before it writes
     start = partial(sandbox.spawn, args=[str(spec_path)], job_dir=job_dir, project_root=project_root, limits=limits,
                     trusted_write_dirs=_trainer_dirs(spec), extra_env=env)
     proc = start(entry, allow_tcp=spec.recipe == "math")  # torch.distributed of TRL + colocated vLLM
-    return JobHandle(spec, proc, limits, early_kill, _eval_phase(spec, entry, start))
+    return JobHandle(spec, proc, limits, early_kill, _eval_phase(spec, entry, start), disk)
 
 
 # vLLM's engine talks to its core process over ZMQ unix sockets named <VLLM_RPC_BASE_PATH>/[<what>-]<uuid4>, by
@@ -439,10 +441,13 @@ def _eval_phase(spec: JobSpec, entry: str, start: Callable[..., sandbox.SandboxP
     return begin
 
 
+def _worktree(spec: JobSpec) -> str:
+    return str(Path(spec.algorithm_path).resolve().parent)
+
+
 def _trainer_dirs(spec: JobSpec) -> list[str]:
     """Writable by the trainer but not by candidate code: the worktree, and the warm-start cache."""
-    dirs = [str(Path(spec.algorithm_path).resolve().parent)]
-    return dirs + ([spec.cache_dir] if spec.cache_dir else [])
+    return [_worktree(spec)] + ([spec.cache_dir] if spec.cache_dir else [])
 
 
 @dataclass

@@ -294,13 +294,14 @@ def _register(proc: SandboxProcess) -> SandboxProcess:
 
 def run(module: str, args: Iterable[str], *, timeout_s: float | None = None, **kwargs: Any) -> SandboxResult:
     """Blocking `spawn`: waits, kills the group on timeout (limits.timeout_s unless `timeout_s` is given)."""
-    from core.diskcap import DISK_POLL_S, DiskWatch, reclaim
+    from core.diskcap import DISK_POLL_S, DiskWatch
 
-    proc = spawn(module, args, **kwargs)
     limits = Limits.of(kwargs["limits"])
+    # The trusted dirs (a probe's: its worktree) count as the job's too; measured before it starts.
+    disk = DiskWatch(Path(kwargs["job_dir"]), limits.disk_mb, worktrees=list(kwargs.get("trusted_write_dirs", ())))
+    proc = spawn(module, args, **kwargs)
     limit = timeout_s if timeout_s is not None else limits.timeout_s
     deadline = proc.started + limit if limit and limit > 0 else float("inf")  # <= 0: no wall-clock limit
-    disk = DiskWatch(proc.job_dir, limits.disk_mb)
     timed_out = False
     while True:
         try:
@@ -313,7 +314,7 @@ def run(module: str, args: Iterable[str], *, timeout_s: float | None = None, **k
                 break
     proc.close()
     if disk.fired:
-        reclaim(proc.job_dir)
+        disk.reclaim()
     job = proc.job_dir
     return SandboxResult(proc.popen.returncode, timed_out, time.monotonic() - proc.started,
                          job / "stdout.log", job / "stderr.log", disk.fired)

@@ -65,3 +65,22 @@ def test_reclaim_keeps_a_few_small_files_beside_the_reports(tmp_path: Path) -> N
         (tmp_path / f"note-{i}").write_text("small")
     reclaim(tmp_path)
     assert len(list(tmp_path.iterdir())) == MAX_KEPT_FILES
+
+
+def test_a_worktree_counts_what_it_grew_by_and_loses_only_what_was_added(tmp_path: Path) -> None:
+    worktree, job = tmp_path / "wt", tmp_path / "wt" / "job"  # a job dir inside the worktree counts once
+    (worktree / "pkg").mkdir(parents=True)
+    job.mkdir()
+    (worktree / "algorithm.py").write_bytes(os.urandom(3 << 20))  # there before: not the job's
+    (job / "spec.json").write_text("{}")
+    watch = DiskWatch(job, 2, worktrees=[worktree])
+    assert watch.exceeded() == ""
+    (worktree / "pkg" / "new.bin").write_bytes(os.urandom(1 << 20))
+    (worktree / "added" / "deep").mkdir(parents=True)
+    (worktree / "added" / "deep" / "x.bin").write_bytes(os.urandom(1 << 20))
+    (job / "out.bin").write_bytes(os.urandom(KEEP_BYTES + 1))
+    watch._next = 0.0  # the next call measures at once instead of after DISK_POLL_S
+    assert watch.exceeded().startswith("wrote 3 MiB under its job dir and its worktree")
+    watch.reclaim()
+    assert sorted(str(p.relative_to(worktree)) for p in worktree.rglob("*")) == [
+        "algorithm.py", "job", "job/spec.json", "pkg"]

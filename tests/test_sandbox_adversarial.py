@@ -318,6 +318,16 @@ def test_empty_files_without_end_are_stopped_too_and_removed(tmp_path: Path) -> 
     arena.assert_nothing_outside_changed()
 
 
+def test_filling_the_worktree_through_torch_save_is_stopped_too_and_removed(tmp_path: Path) -> None:
+    arena = Arena(tmp_path, "fill_worktree.py")
+    result = arena.start_bandit(LimitsConfig(timeout_s=120, memory_mb=3072, cpu_s=300, disk_mb=32)).wait()
+    assert result.outcome == "crashed" and "its worktree, over [limits] disk_mb = 32" in result.reason, result
+    assert "started filling the worktree" in (arena.job / "stdout.log").read_text()
+    worktree = arena.algorithm.parent
+    assert sorted(p.name for p in worktree.iterdir()) == ["algorithm.py"], "what it added is deleted"
+    arena.assert_nothing_outside_changed()
+
+
 def test_a_probe_that_fills_the_disk_is_stopped_too(tmp_path: Path) -> None:
     from core.diskcap import disk_bytes
 
