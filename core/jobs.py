@@ -411,9 +411,11 @@ def recipe_env(recipe: str) -> dict[str, str]:
     """What a recipe's job needs in its environment besides the sandbox's own."""
     if recipe != "math":
         return {}
+    from core.recipes.math.device import one_gpu
+
     # In the job's network namespace vLLM cannot find a host address (it asks the route to 8.8.8.8); its own
     # processes only need to reach each other.
-    env = {"VLLM_HOST_IP": "127.0.0.1"}
+    env = {"VLLM_HOST_IP": "127.0.0.1", "CUDA_VISIBLE_DEVICES": one_gpu(os.environ.get("CUDA_VISIBLE_DEVICES"))}
     if os.path.isdir(SHM):
         env["VLLM_RPC_BASE_PATH"] = SHM
     return env

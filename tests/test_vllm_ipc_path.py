@@ -7,10 +7,13 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from core.config import EarlyKillConfig, LimitsConfig
 from core.jobs import recipe_env, start_job
 from core.jobspec import JobSpec
 from core.landlock import DEV_SHM
+from core.recipes.math.device import one_gpu
 
 ENTRY = "tests.adversarial.ipc_socket_job"
 
@@ -20,18 +23,33 @@ def run_entry(tmp_path: Path, recipe: str) -> dict:
     spec = JobSpec(recipe=recipe, algorithm_path=str(tmp_path / "algorithm.py"), job_dir=str(job), seed=0,
                    recipe_config={})
     start_job(spec, LimitsConfig(timeout_s=60, memory_mb=3072), EarlyKillConfig(), entry=ENTRY).wait()
-    return json.loads((job / "ipc.json").read_text())
+    report = json.loads((job / "ipc.json").read_text())
+    socket_file = Path(DEV_SHM) / report["name"]
+    report["socket_left"] = socket_file.is_socket()  # the job may not delete it: see ipc_socket_job.py
+    socket_file.unlink(missing_ok=True)
+    return report
 
 
 def test_a_math_job_binds_vllm_sockets_under_a_short_base_where_its_tmp_is_too_long(tmp_path: Path) -> None:
     report = run_entry(tmp_path, "math")
     assert report["VLLM_RPC_BASE_PATH"] == DEV_SHM
     assert report["tmpdir"] == "OSError: AF_UNIX path too long"  # what vLLM's default would have met
-    socket_file = Path(DEV_SHM) / report["name"]
-    assert report["vllm_base"] == "bound" and socket_file.is_socket()
-    socket_file.unlink()
+    assert report["vllm_base"] == "bound" and report["socket_left"]
 
 
-def test_only_recipe_math_gets_the_settings() -> None:
-    assert recipe_env("math") == {"VLLM_RPC_BASE_PATH": DEV_SHM, "VLLM_HOST_IP": "127.0.0.1"}
+def test_only_recipe_math_gets_the_settings(monkeypatch) -> None:
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    assert recipe_env("math") == {"VLLM_RPC_BASE_PATH": DEV_SHM, "VLLM_HOST_IP": "127.0.0.1", "CUDA_VISIBLE_DEVICES": "0"}
     assert recipe_env("tiny") == {}
+
+
+@pytest.mark.parametrize(("visible", "job_sees"), [(None, "0"), ("3,1", "3"), ("GPU-5c1e, GPU-77aa", "GPU-5c1e"),
+                                                    ("", ""), ("-1", "-1")])
+def test_a_math_job_sees_one_gpu_the_first_the_user_made_visible(visible, job_sees) -> None:
+    """TRL's GRPOTrainer raises in a process that sees several GPUs; hiding them all stays the user's choice."""
+    assert one_gpu(visible) == job_sees
+
+
+def test_the_sandboxed_job_gets_that_gpu(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "2,3")
+    assert run_entry(tmp_path, "math")["CUDA_VISIBLE_DEVICES"] == "2"

@@ -1,5 +1,6 @@
 """A job entry that binds a unix socket where vLLM's engine would (VLLM_RPC_BASE_PATH, else TMPDIR) and where
-it would without poise's setting (TMPDIR), then writes what happened to ipc.json in its job dir.
+it would without poise's setting (TMPDIR), then writes what happened, and the GPUs it sees, to ipc.json in its
+job dir.
 
 The socket is made by multiprocessing's Listener in a thread, so the frames that make it are the stdlib's,
 as they would be vLLM's (trusted library code) in a real job; the audit hook only bans candidate sockets."""
@@ -28,7 +29,8 @@ def attempt(folder: str) -> str:
     return outcome[0] if outcome else "no socket and no error"
 
 
-report = {"VLLM_RPC_BASE_PATH": os.environ.get("VLLM_RPC_BASE_PATH"), "name": NAME}
+report = {"VLLM_RPC_BASE_PATH": os.environ.get("VLLM_RPC_BASE_PATH"), "name": NAME,
+          "CUDA_VISIBLE_DEVICES": os.environ.get("CUDA_VISIBLE_DEVICES")}
 report["tmpdir"] = attempt(tempfile.gettempdir())
 if report["VLLM_RPC_BASE_PATH"]:
     report["vllm_base"] = attempt(report["VLLM_RPC_BASE_PATH"])

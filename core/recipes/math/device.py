@@ -41,3 +41,14 @@ def training_device() -> str:
             f"address space than RLIMIT_AS allows: set memory_mb = 0), a CPU build of torch, or the driver's "
             f"libraries not on LD_LIBRARY_PATH. To train on the CPU on purpose, set CUDA_VISIBLE_DEVICES=''.")
     return "cpu"
+
+
+def one_gpu(visible: str | None) -> str:
+    """The CUDA_VISIBLE_DEVICES a job gets: the first GPU the user made visible (all of them: "0"), or the
+    user's value where it hides every GPU. TRL's GRPOTrainer refuses to start in one process that sees
+    several GPUs (transformers would wrap the model in nn.DataParallel), and a job is one process."""
+    if visible is None:
+        return "0"
+    if visible.strip().lower() in HIDDEN:
+        return visible
+    return visible.split(",")[0].strip()
