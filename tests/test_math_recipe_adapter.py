@@ -10,6 +10,7 @@ import copy
 import importlib.util
 import json
 import os
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -577,3 +578,34 @@ def test_the_hf_sampler_ignores_the_models_own_sampling_defaults(tiny):
     penalised = model.generate(**enc, max_new_tokens=12, do_sample=False, pad_token_id=tok.pad_token_id)
     texts = tok.batch_decode(penalised[:, enc["input_ids"].shape[1]:], skip_special_tokens=True)
     assert [[t] for t in texts] != plain, "precondition: the model's penalty changes greedy output"
+
+
+def test_the_job_seed_survives_a_reseed_while_the_trainer_is_built(tiny, tmp_path, monkeypatch):
+    """vLLM's worker seeds everything with 0 inside GRPOTrainer.__init__ (after TRL seeded with ours); a named
+    fake does the same here, and the trainer must come out seeded with the job's seed anyway."""
+    import random
+
+    import numpy as np
+
+    from core.configlib import from_dict
+    from core.recipes.math import adapter, run
+    from core.recipes.math.config import MathConfig
+
+    original_init = adapter.ContractGRPOTrainer.__init__
+
+    def init_then_fake_vllm_reseed(self, *args, **kwargs):
+        original_init(self, *args, **kwargs)
+        random.seed(0)
+        np.random.seed(0)
+        torch.manual_seed(0)
+
+    monkeypatch.setattr(adapter.ContractGRPOTrainer, "__init__", init_then_fake_vllm_reseed)
+    spec = replace(job_spec(tiny, tmp_path), seed=7)
+    cand = write_candidate(tmp_path)
+    cfg = from_dict(MathConfig, dict(spec.recipe_config), "[math]")
+    run.build_trainer(cfg, spec, cand, lambda line: None, tiny["dir"], "cpu")
+    draws = (random.random(), float(np.random.rand()), float(torch.rand(1)))
+    random.seed(7)
+    np.random.seed(7)
+    torch.manual_seed(7)
+    assert draws == (random.random(), float(np.random.rand()), float(torch.rand(1)))

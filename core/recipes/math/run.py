@@ -146,6 +146,8 @@ def load_base(model_dir: Path) -> tuple[Any, Any]:
 
 
 def build_trainer(cfg: MathConfig, spec: JobSpec, candidate: ModuleType, emit: Emit, model_dir: Path, device: str):
+    from accelerate.utils import set_seed
+
     from core.recipes.math.adapter import ContractGRPOTrainer
     from core.recipes.math.evaluate import vllm_usable
     from core.recipes.math.rewards import REWARD_FUNCS
@@ -155,10 +157,16 @@ def build_trainer(cfg: MathConfig, spec: JobSpec, candidate: ModuleType, emit: E
     use_vllm = cfg.use_vllm and vllm_usable()
     args = grpo_args(cfg, spec, candidate.HPARAMS, len(data), use_vllm, device)
     callbacks = [metrics_callback(emit)] + ([every_n_steps(cfg.checkpoint_steps)] if args.save_strategy != "no" else [])
-    return ContractGRPOTrainer(
+    trainer = ContractGRPOTrainer(
         model=model, reward_funcs=list(REWARD_FUNCS), args=args, train_dataset=data, processing_class=tok,
         candidate=candidate, callbacks=callbacks,
     )
+    # TRL seeds Python, NumPy and torch with the job's seed, then starts the colocated vLLM, whose worker seeds
+    # them all again with the engine's seed (TRL passes 0). vLLM samples from torch's global generator, so
+    # without this every seed of a run would draw the same sampling noise. Same call as TRL's, so the HF path
+    # (where nothing reseeded) is unchanged.
+    set_seed(spec.seed, device_specific=True)
+    return trainer
 
 
 def resume_point(spec: JobSpec, emit: Emit) -> Path | None:
