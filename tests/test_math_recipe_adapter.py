@@ -609,3 +609,16 @@ def test_the_job_seed_survives_a_reseed_while_the_trainer_is_built(tiny, tmp_pat
     np.random.seed(7)
     torch.manual_seed(7)
     assert draws == (random.random(), float(np.random.rand()), float(torch.rand(1)))
+
+
+def test_the_colocated_engine_holds_training_lengths_only(tiny, tmp_path):
+    """Scoring starts its own vLLM engine for eval_max_tokens; the training one must not ask for more positions
+    than a rollout needs (an eval length over the model's context would stop training from starting)."""
+    from core.configlib import from_dict
+    from core.recipes.math.config import MathConfig
+    from core.recipes.math.run import grpo_args
+
+    spec = job_spec(tiny, tmp_path, eval_max_tokens=5000)
+    cfg = from_dict(MathConfig, dict(spec.recipe_config), "[math]")
+    args = grpo_args(cfg, spec, {"lr": 1e-6}, 200, True, "cpu")
+    assert args.vllm_max_model_length == cfg.max_prompt_tokens + cfg.max_response_tokens

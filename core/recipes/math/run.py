@@ -126,7 +126,7 @@ def grpo_args(cfg: MathConfig, spec: JobSpec, hp: dict[str, Any], n_train: int, 
         num_generations=cfg.group_size, max_completion_length=cfg.max_response_tokens, temperature=cfg.temperature,
         max_steps=cfg.rl_steps(n_train, spec.mode), reward_weights=[1.0, cfg.format_weight],
         use_vllm=use_vllm, vllm_mode="colocate", vllm_gpu_memory_utilization=cfg.vllm_gpu_memory_utilization,
-        vllm_max_model_length=cfg.max_prompt_tokens + max(cfg.max_response_tokens, cfg.eval_max_tokens),
+        vllm_max_model_length=cfg.max_prompt_tokens + cfg.max_response_tokens,  # scoring has its own engine
         bf16=cfg.bf16 and cuda, use_cpu=not cuda, gradient_checkpointing=cfg.gradient_checkpointing and cuda,
         **hparams_to_grpo(hp, lr),
     )
