@@ -292,15 +292,20 @@ def test_without_the_namespace_the_same_datagram_gets_out_so_the_attack_is_real(
     assert "network: shared with the host (turned off)" in (arena.job / CONFINEMENT_FILE).read_text()
 
 
+def stopped_for_disk(arena: Arena, disk_mb: int, started: str) -> JobResult:
+    """Run the arena's candidate under `disk_mb`; it must be stopped for it, after it printed `started`."""
+    result = arena.start_bandit(LimitsConfig(timeout_s=120, memory_mb=3072, cpu_s=300, disk_mb=disk_mb)).wait()
+    assert result.outcome == "crashed" and f"over [limits] disk_mb = {disk_mb}" in result.reason, result
+    assert started in (arena.job / "stdout.log").read_text()  # it was the candidate
+    return result
+
+
 def test_filling_the_disk_is_stopped_as_a_crash_and_what_it_wrote_is_deleted(tmp_path: Path) -> None:
     """Each file is under file_mb, so only [limits] disk_mb (the supervisor's measure of the job dir) stops it."""
     from core.diskcap import disk_bytes
 
     arena = Arena(tmp_path, "fill_disk.py")
-    result = arena.start_bandit(LimitsConfig(timeout_s=120, memory_mb=3072, cpu_s=300, disk_mb=32)).wait()
-    assert result.outcome == "crashed", result
-    assert "over [limits] disk_mb = 32" in result.reason
-    assert "started filling the disk" in (arena.job / "stdout.log").read_text()  # it was the candidate
+    stopped_for_disk(arena, 32, "started filling the disk")
     assert not list(arena.job.glob("junk-*")), "what it wrote is deleted"
     assert disk_bytes(arena.job) < 8 << 20
     arena.assert_nothing_outside_changed()
@@ -309,9 +314,7 @@ def test_filling_the_disk_is_stopped_as_a_crash_and_what_it_wrote_is_deleted(tmp
 def test_empty_files_without_end_are_stopped_too_and_removed(tmp_path: Path) -> None:
     """Each empty file or directory counts one 4 KiB block: 8 MiB allows ~2,000 of them, not millions."""
     arena = Arena(tmp_path, "fill_inodes.py")
-    result = arena.start_bandit(LimitsConfig(timeout_s=120, memory_mb=3072, cpu_s=300, disk_mb=8)).wait()
-    assert result.outcome == "crashed" and "over [limits] disk_mb = 8" in result.reason, result
-    assert "started making empty files" in (arena.job / "stdout.log").read_text()
+    stopped_for_disk(arena, 8, "started making empty files")
     left = [p.name for p in arena.job.rglob("*")]
     assert not any(name.startswith("empty-") for name in left) and "nest" not in left, "its entries are deleted"
     assert len(left) < 20 and {"spec.json", "stdout.log", "stderr.log"} <= set(left)
@@ -320,9 +323,8 @@ def test_empty_files_without_end_are_stopped_too_and_removed(tmp_path: Path) -> 
 
 def test_filling_the_worktree_through_torch_save_is_stopped_too_and_removed(tmp_path: Path) -> None:
     arena = Arena(tmp_path, "fill_worktree.py")
-    result = arena.start_bandit(LimitsConfig(timeout_s=120, memory_mb=3072, cpu_s=300, disk_mb=32)).wait()
-    assert result.outcome == "crashed" and "its worktree, over [limits] disk_mb = 32" in result.reason, result
-    assert "started filling the worktree" in (arena.job / "stdout.log").read_text()
+    result = stopped_for_disk(arena, 32, "started filling the worktree")
+    assert "its worktree, over" in result.reason
     worktree = arena.algorithm.parent
     assert sorted(p.name for p in worktree.iterdir()) == ["algorithm.py"], "what it added is deleted"
     arena.assert_nothing_outside_changed()
