@@ -30,6 +30,7 @@ import math
 import os
 import shutil
 import signal
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -42,7 +43,6 @@ from core import sandbox
 from core.diskcap import DiskWatch
 from core.errors import SandboxError
 from core.jobspec import CHECKPOINT_DIR, EVAL_PROGRESS, POLICY_DIR, JobResult, JobSpec, read_eval_progress
-from core.landlock import DEV_SHM
 from core.recipes.policy import policy_kept, remove_policy
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -142,7 +142,7 @@ class JobHandle:
 
     def __init__(self, spec: JobSpec, proc: sandbox.SandboxProcess, limits: Any, early_kill: Any,
                  eval_phase: Callable[[], sandbox.SandboxProcess] | None = None,
-                 disk: DiskWatch | None = None) -> None:
+                 disk: DiskWatch | None = None, scratch: Path | None = None) -> None:
         self.spec = spec
         self.job_dir = Path(spec.job_dir)
         self._proc = proc
@@ -151,6 +151,7 @@ class JobHandle:
         self._scoring = False
         self._timeout_s = float(limits.timeout_s)
         self._disk = disk or DiskWatch(self.job_dir, sandbox.Limits.of(limits).disk_mb)
+        self._scratch = scratch  # a dir outside the job dir that only this job uses, deleted when it ends
         self._tail = MetricsTail(self.job_dir / "metrics.jsonl")
         self._rules = EarlyKill(early_kill)
         self._rows: list[dict[str, Any]] = []
@@ -288,6 +289,7 @@ class JobHandle:
             remove_policy(self.job_dir)
         if result.outcome != "cancelled":  # only a job stopped before its end resumes from its checkpoint
             shutil.rmtree(self.job_dir / CHECKPOINT_DIR, ignore_errors=True)
+        remove_scratch(self._scratch)
         result.save(self.job_dir)
         with self._cond:
             self._result = result
@@ -392,22 +394,40 @@ def start_job(spec: JobSpec, limits: Any, early_kill: Any, project_root: str | P
     if not spec.early_kill:
         spec.early_kill = asdict(early_kill)  # the recipe can stop itself cleanly with the same thresholds
     spec_path = spec.save()
-    env = {**recipe_env(spec.recipe), **(extra_env or {})}
+    sockets = socket_dir(spec.recipe)
+    env = {**recipe_env(spec.recipe, sockets), **(extra_env or {})}
     disk = DiskWatch(job_dir, sandbox.Limits.of(limits).disk_mb, worktrees=[_worktree(spec)])  # before it writes
     start = partial(sandbox.spawn, args=[str(spec_path)], job_dir=job_dir, project_root=project_root, limits=limits,
-                    trusted_write_dirs=_trainer_dirs(spec), extra_env=env)
-    proc = start(entry, allow_tcp=spec.recipe == "math")  # torch.distributed of TRL + colocated vLLM
-    return JobHandle(spec, proc, limits, early_kill, _eval_phase(spec, entry, start), disk)
+                    allowed_write_dirs=[str(sockets)] if sockets else [], trusted_write_dirs=_trainer_dirs(spec),
+                    extra_env=env)
+    try:
+        proc = start(entry, allow_tcp=spec.recipe == "math")  # torch.distributed of TRL + colocated vLLM
+    except SandboxError:
+        remove_scratch(sockets)
+        raise
+    return JobHandle(spec, proc, limits, early_kill, _eval_phase(spec, entry, start), disk, scratch=sockets)
+
+
+def remove_scratch(folder: Path | None) -> None:
+    if folder is not None:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 # vLLM's engine talks to its core process over ZMQ unix sockets named <VLLM_RPC_BASE_PATH>/[<what>-]<uuid4>, by
 # default in TMPDIR (the job's tmp/). The kernel takes at most 107 bytes for such a path, so a run dir of more
 # than ~40 characters (/home/alice/runs/qwen-math/jobs/c012/0/tmp/ already) could stop every scoring process
-# at its start. /dev/shm is short, and Landlock already lets a job create files there (CUDA and NCCL do).
-SHM = DEV_SHM
+# at its start. So a math job gets a short socket dir of its own, made private by mkdtemp, writable by the job
+# (vLLM deletes its socket files in Python when it shuts down), and deleted when the job ends.
+SOCKET_ROOT = "/tmp"
 
 
-def recipe_env(recipe: str) -> dict[str, str]:
+def socket_dir(recipe: str) -> Path | None:
+    if recipe != "math" or not os.path.isdir(SOCKET_ROOT):
+        return None
+    return Path(tempfile.mkdtemp(prefix="poise-ipc-", dir=SOCKET_ROOT))
+
+
+def recipe_env(recipe: str, sockets: Path | None = None) -> dict[str, str]:
     """What a recipe's job needs in its environment besides the sandbox's own."""
     if recipe != "math":
         return {}
@@ -416,8 +436,8 @@ def recipe_env(recipe: str) -> dict[str, str]:
     # In the job's network namespace vLLM cannot find a host address (it asks the route to 8.8.8.8); its own
     # processes only need to reach each other.
     env = {"VLLM_HOST_IP": "127.0.0.1", "CUDA_VISIBLE_DEVICES": one_gpu(os.environ.get("CUDA_VISIBLE_DEVICES"))}
-    if os.path.isdir(SHM):
-        env["VLLM_RPC_BASE_PATH"] = SHM
+    if sockets is not None:
+        env["VLLM_RPC_BASE_PATH"] = str(sockets)
     return env
 
 
