@@ -50,10 +50,13 @@ def isolate(*, user_namespace: bool | None = None) -> str:
         return "network: shared with the host (not Linux)"
     if user_namespace is None:
         user_namespace = os.geteuid() != 0
-    if not user_namespace:
-        problem = _enter_as_root()
-    else:
-        problem = _probe_user_namespace() or _enter_user_namespace()
+    try:
+        if not user_namespace:
+            problem = _enter_as_root()
+        else:
+            problem = _probe_user_namespace() or _enter_user_namespace()
+    except Exception as exc:  # noqa: BLE001 - a job without a namespace still runs, under the guard
+        problem = f"unexpected error: {exc!r}"
     return f"network: shared with the host ({problem})" if problem else ISOLATED
 
 
@@ -66,10 +69,16 @@ def _probe_user_namespace() -> str:
     """Run the whole sequence in a throwaway child: '' when it worked there, else why not."""
     read_fd, write_fd = os.pipe()
     pid = os.fork()
-    if pid == 0:  # the child: report and leave at once, without Python's exit handlers
-        os.close(read_fd)
-        os.write(write_fd, _enter_user_namespace().encode()[:512])
-        os._exit(0)
+    if pid == 0:  # the child: report and leave at once, without Python's exit handlers, whatever happens
+        try:
+            os.close(read_fd)
+            try:
+                problem = _enter_user_namespace()
+            except Exception as exc:  # noqa: BLE001 - reported to the parent, which goes on
+                problem = f"the probe failed: {exc!r}"
+            os.write(write_fd, (problem or "").encode()[:512])
+        finally:
+            os._exit(0)
     os.close(write_fd)
     with os.fdopen(read_fd, "rb") as pipe:
         problem = pipe.read().decode(errors="replace")

@@ -129,3 +129,15 @@ def test_a_failed_probe_keeps_the_process_out_of_a_half_built_namespace(monkeypa
     assert netns.isolate(user_namespace=True) == ("network: shared with the host "
                                                   "(FAKE: cannot map the user into the new namespace)")
     assert os.stat("/proc/self/ns/net").st_ino == before
+
+
+def test_a_probe_that_raises_reports_it_and_the_caller_goes_on(monkeypatch) -> None:
+    """A bug in the sequence must not let the forked probe run on as a copy of its parent: it reports and exits."""
+    def fake_kernel_call_that_raises() -> str:
+        raise AttributeError("FAKE: libc has no capset")
+
+    monkeypatch.setattr(netns, "_enter_user_namespace", fake_kernel_call_that_raises)
+    before = os.stat("/proc/self/ns/net").st_ino
+    assert netns.isolate(user_namespace=True) == ("network: shared with the host (the probe failed: "
+                                                  "AttributeError('FAKE: libc has no capset'))")
+    assert os.stat("/proc/self/ns/net").st_ino == before
