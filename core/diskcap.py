@@ -13,9 +13,10 @@ files would cost nothing while it used up the file system's inodes (4096 MiB the
 from __future__ import annotations
 
 import os
-import shutil
 import time
 from pathlib import Path
+
+from core.jobspec import remove_path
 
 DISK_POLL_S = 0.5
 KEEP_BYTES = 1 << 20  # files up to this size are reports (spec, result, metrics, sandbox.txt) and stay
@@ -63,11 +64,8 @@ class DiskWatch:
         self.fired = ""
         self._next = 0.0
         self._skip = str(self.job_dir.resolve())  # a job dir inside a worktree (tests do that) counts once
-        self._worktrees = {Path(d).resolve(): (self._measure(d), entries(Path(d).resolve(), self._skip))
-                           for d in worktrees if self.disk_mb > 0}
-
-    def _measure(self, worktree: str | Path) -> int:
-        return disk_bytes(Path(worktree).resolve(), self._skip)
+        resolved = [Path(d).resolve() for d in worktrees] if self.disk_mb > 0 else []
+        self._worktrees = {d: (disk_bytes(d, self._skip), entries(d, self._skip)) for d in resolved}
 
     def exceeded(self) -> str:
         if self.disk_mb <= 0 or self.fired:
@@ -76,7 +74,7 @@ class DiskWatch:
         if now < self._next:
             return ""
         self._next = now + DISK_POLL_S
-        grown = sum(max(0, self._measure(d) - base) for d, (base, _) in self._worktrees.items())
+        grown = sum(max(0, disk_bytes(d, self._skip) - base) for d, (base, _) in self._worktrees.items())
         used = disk_bytes(self.job_dir) + grown
         if used > self.disk_mb << 20:
             where = "its job dir" + (" and its worktree" if self._worktrees else "")
@@ -90,11 +88,7 @@ class DiskWatch:
         reclaim(self.job_dir)
         for folder, (_, before) in self._worktrees.items():
             for added in sorted(entries(folder, self._skip) - before, key=lambda p: p.count(os.sep), reverse=True):
-                path = folder / added
-                if path.is_dir() and not path.is_symlink():
-                    shutil.rmtree(path, ignore_errors=True)
-                else:
-                    path.unlink(missing_ok=True)
+                remove_path(folder / added)
 
 
 def entries(root: Path, skip: str = "") -> set[str]:
@@ -121,7 +115,7 @@ def reclaim(job_dir: Path) -> None:
     for entry in entries:
         try:
             if entry.is_dir(follow_symlinks=False):
-                shutil.rmtree(entry.path, ignore_errors=True)
+                remove_path(Path(entry.path))
             elif entry.name in LOGS:
                 size = entry.stat(follow_symlinks=False).st_size
                 if size > LOG_TAIL_BYTES:

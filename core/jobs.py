@@ -428,17 +428,12 @@ def socket_dir(recipe: str) -> Path | None:
 
 
 def recipe_env(recipe: str, sockets: Path | None = None) -> dict[str, str]:
-    """What a recipe's job needs in its environment besides the sandbox's own."""
+    """What a recipe's job needs in its environment besides the sandbox's own (recipe math: its device module)."""
     if recipe != "math":
         return {}
-    from core.recipes.math.device import one_gpu
+    from core.recipes.math.device import job_env
 
-    # In the job's network namespace vLLM cannot find a host address (it asks the route to 8.8.8.8); its own
-    # processes only need to reach each other.
-    env = {"VLLM_HOST_IP": "127.0.0.1", "CUDA_VISIBLE_DEVICES": one_gpu(os.environ.get("CUDA_VISIBLE_DEVICES"))}
-    if sockets is not None:
-        env["VLLM_RPC_BASE_PATH"] = str(sockets)
-    return env
+    return job_env(sockets)
 
 
 def clear_attempt(job_dir: Path) -> None:

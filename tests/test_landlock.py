@@ -19,16 +19,11 @@ pytestmark = pytest.mark.skipif(landlock.abi_version() < 1, reason="this kernel 
 CHILD = r'''
 import json, os, socket, subprocess, sys
 sys.path.insert(0, sys.argv[1])
+from tests.kernel_child import recorder
 from core.landlock import restrict
 allowed, outside, port, deny_tcp = sys.argv[2], sys.argv[3], int(sys.argv[4]), sys.argv[5] == "1"
 report = {"applied": restrict([allowed], deny_tcp=deny_tcp)}
-
-def attempt(name, fn):
-    try:
-        fn()
-        report[name] = "ok"
-    except OSError as exc:
-        report[name] = exc.__class__.__name__
+attempt = recorder(report)
 
 attempt("write_inside", lambda: open(os.path.join(allowed, "a.txt"), "w").write("x"))
 attempt("write_outside", lambda: open(os.path.join(outside, "b.txt"), "w").write("x"))

@@ -21,6 +21,7 @@ pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="network namespa
 CHILD = r'''
 import json, os, socket, subprocess, sys, threading, time
 sys.path.insert(0, sys.argv[1])
+from tests.kernel_child import recorder
 from core import netns
 udp_port, tcp_port, mode, scratch = int(sys.argv[2]), int(sys.argv[3]), sys.argv[4], sys.argv[5]
 if mode == "threaded":  # a second thread: the kernel refuses CLONE_NEWUSER
@@ -28,13 +29,7 @@ if mode == "threaded":  # a second thread: the kernel refuses CLONE_NEWUSER
 report = {"uid_before": os.geteuid()}
 if mode != "none":
     report["isolate"] = netns.isolate(user_namespace=mode in ("user", "threaded"))
-
-def attempt(name, fn):
-    try:
-        fn()
-        report[name] = "ok"
-    except OSError as exc:
-        report[name] = exc.__class__.__name__
+attempt = recorder(report)
 
 attempt("udp_send", lambda: socket.socket(socket.AF_INET, socket.SOCK_DGRAM).sendto(b"secret", ("127.0.0.1", udp_port)))
 attempt("tcp_connect", lambda: socket.create_connection(("127.0.0.1", tcp_port), timeout=3).close())

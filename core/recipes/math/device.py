@@ -52,3 +52,13 @@ def one_gpu(visible: str | None) -> str:
     if visible.strip().lower() in HIDDEN:
         return visible
     return visible.split(",")[0].strip()
+
+
+def job_env(sockets: Path | None) -> dict[str, str]:
+    """What a math job needs in its environment besides the sandbox's own. In the job's network namespace vLLM
+    cannot find a host address (it asks the route to 8.8.8.8), and its processes only need to reach each other;
+    `sockets` is the job's short dir for vLLM's unix sockets (see core.jobs.socket_dir)."""
+    env = {"VLLM_HOST_IP": "127.0.0.1", "CUDA_VISIBLE_DEVICES": one_gpu(os.environ.get("CUDA_VISIBLE_DEVICES"))}
+    if sockets is not None:
+        env["VLLM_RPC_BASE_PATH"] = str(sockets)
+    return env
